@@ -1,0 +1,30 @@
+"""Executors run a list of RunSpecs: in this process, in a pool, or on a cluster."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from gcdbench.api.spec import RunSpec
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one spec: ``status`` is "done", "skipped" or "failed"."""
+
+    spec: RunSpec
+    status: str
+    record_path: str | None = None
+    error: str | None = None
+
+
+class Executor(ABC):
+    """Runs ``job(spec)`` for every spec. ``job`` is a picklable top-level callable that
+    returns an :class:`Outcome` and never raises for a failed run."""
+
+    name: str
+    description: str = ""
+
+    @abstractmethod
+    def map(self, job: Callable[[RunSpec], Outcome], specs: Sequence[RunSpec]) -> list[Outcome]: ...

@@ -1,0 +1,61 @@
+"""ResultRecord: the JSON written for every finished run (versioned schema)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from gcdbench.api.spec import RunSpec
+
+#: Bump when a field changes meaning or is removed; readers refuse newer majors.
+SCHEMA_VERSION = 1
+
+METRIC_KEYS = ("acc", "ari", "nmi", "known_acc", "novel_acc", "h_score")
+
+
+@dataclass
+class ResultRecord:
+    """One finished run.
+
+    ``metrics`` are percentages (0-100), unrounded. ``predictions_file`` names the per-sample
+    predictions written beside the record (one row per test sample).
+    """
+
+    spec: RunSpec
+    metrics: dict[str, float]
+    split: dict[str, Any]
+    data: dict[str, Any]
+    method: dict[str, Any]
+    encoder: dict[str, Any] | None
+    provenance: dict[str, Any]
+    llm: dict[str, Any] | None = None
+    clusters: list[dict[str, Any]] = field(default_factory=list)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    predictions_file: str = "predictions.csv"
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def spec_hash(self) -> str:
+        return self.spec.hash
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["spec"] = self.spec.to_dict()
+        out["spec_hash"] = self.spec.hash
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ResultRecord:
+        data = dict(data)
+        version = int(data.get("schema_version", 0))
+        if version > SCHEMA_VERSION:
+            from gcdbench.errors import GcdbenchError
+
+            raise GcdbenchError(
+                f"result record has schema version {version}, newer than this gcdbench "
+                f"understands ({SCHEMA_VERSION}); upgrade gcdbench."
+            )
+        data.pop("spec_hash", None)
+        data["spec"] = RunSpec.from_dict(data["spec"])
+        return cls(**data)
