@@ -6,11 +6,10 @@ registered there exactly like third-party packages. Lookups fail with a "did you
 
 from __future__ import annotations
 
-import importlib
 import importlib.metadata as md
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import pluggy
 
@@ -48,8 +47,8 @@ class _Entry:
 
 class _State:
     pm: pluggy.PluginManager | None = None
-    infos: dict[str, PluginInfo] = {}
-    registries: dict[str, dict[str, _Entry]] | None = None
+    infos: ClassVar[dict[str, PluginInfo]] = {}
+    registries: ClassVar[dict[str, dict[str, _Entry]] | None] = None
 
 
 def plugin_manager() -> pluggy.PluginManager:
@@ -152,8 +151,3 @@ def plugins() -> list[PluginInfo]:
     _registries()
     return sorted(_State.infos.values(), key=lambda i: i.name)
 
-
-def import_string(path: str) -> Any:
-    module, _, attr = path.partition(":")
-    obj = importlib.import_module(module)
-    return getattr(obj, attr) if attr else obj

@@ -1,1 +1,45 @@
-def main(): pass
+"""The ``gcdbench`` command line: one module per subcommand."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from gcdbench import __version__
+from gcdbench.errors import GcdbenchError
+
+
+class _Group(click.Group):
+    """Turns user errors into one line on stderr and exit code 2."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except GcdbenchError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="gcdbench")
+def cli() -> None:
+    """Benchmark harness for Generalized Category Discovery on text."""
+
+
+def _add_commands() -> None:
+    from gcdbench.cli import data, leaderboard, listing, run, show
+
+    cli.add_command(run.run)
+    cli.add_command(listing.plugins)
+    cli.add_command(listing.list_)
+    cli.add_command(data.data)
+    cli.add_command(leaderboard.leaderboard)
+    cli.add_command(show.show)
+
+
+_add_commands()
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,214 @@
+"""``gcdbench run``: run a method over a plan of datasets x known ratios x seeds."""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from gcdbench import paths, registry
+from gcdbench.api.executor import Outcome
+from gcdbench.api.record import METRIC_KEYS
+from gcdbench.cli.common import (
+    console,
+    data_dir_option,
+    err_console,
+    parse_floats,
+    parse_ints,
+    parse_params,
+    results_dir_option,
+)
+from gcdbench.runner.context import Reporter
+from gcdbench.runner.run import RunOptions, execute, resolve_spec, run_job
+from gcdbench.runner.store import ResultsStore, load_record
+
+
+class RichReporter(Reporter):
+    def message(self, text: str) -> None:
+        err_console.log(text)
+
+    @contextmanager
+    def task(self, description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=err_console, transient=True) as progress:
+            task_id = progress.add_task(description, total=total)
+            yield lambda advance: progress.advance(task_id, advance)
+
+
+@click.command()
+@click.argument("method")
+@click.option(
+    "--ablate",
+    "ablations",
+    multiple=True,
+    metavar="COMPONENT",
+    help="Switch off a component the method declares (repeatable).",
+)
+@click.option(
+    "--dataset",
+    "-d",
+    "datasets",
+    multiple=True,
+    default=("banking",),
+    show_default=True,
+    help="Dataset(s): repeat or comma-separate.",
+)
+@click.option(
+    "--known-ratio",
+    "known_ratios",
+    multiple=True,
+    default=("0.25",),
+    show_default=True,
+    help="Share of classes that are known (0, 1]: repeat or comma-separate.",
+)
+@click.option(
+    "--labeled-ratio",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="Share of each known class's training texts that are labeled.",
+)
+@click.option(
+    "--seed",
+    "--seeds",
+    "seeds",
+    multiple=True,
+    default=("0",),
+    show_default=True,
+    help="Seed(s): 0 / 0,1,2 / 0-4.",
+)
+@click.option("--encoder", default=None, help="Encoder name, BACKEND:REF, local folder or hub id.")
+@click.option(
+    "--preset", default=None, help="A preset the method declares (e.g. smoke, cpu, paper)."
+)
+@click.option(
+    "--param",
+    "-p",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a method parameter (repeatable).",
+)
+@data_dir_option
+@results_dir_option
+@click.option("--force", is_flag=True, help="Re-run specs that already have a record.")
+@click.option("--no-download", is_flag=True, help="Never download data; fail if it is missing.")
+@click.option("--executor", default="local", show_default=True, help="How to run the plan.")
+@click.option("--workers", type=int, default=None, help="Workers for parallel executors.")
+def run(
+    method: str,
+    ablations: tuple[str, ...],
+    datasets: tuple[str, ...],
+    known_ratios: tuple[str, ...],
+    labeled_ratio: float,
+    seeds: tuple[str, ...],
+    encoder: str | None,
+    preset: str | None,
+    params: tuple[str, ...],
+    data_dir: str | None,
+    results_dir: str | None,
+    force: bool,
+    no_download: bool,
+    executor: str,
+    workers: int | None,
+) -> None:
+    """Run METHOD and print ACC/ARI/NMI; one record per (dataset, known ratio, seed)."""
+    names = [n.strip() for d in datasets for n in d.split(",") if n.strip()]
+    overrides = parse_params(params)
+    specs = [
+        resolve_spec(
+            method,
+            dataset,
+            ratio,
+            seed,
+            labeled_ratio=labeled_ratio,
+            ablations=ablations,
+            encoder=encoder,
+            preset=preset,
+            overrides=overrides,
+        )
+        for dataset, ratio, seed in itertools.product(
+            names, parse_floats(known_ratios, "--known-ratio"), parse_ints(seeds, "--seed")
+        )
+    ]
+    executor_cls = registry.get("executor", executor)
+    options = RunOptions(paths.results_dir(results_dir), data_dir, force, not no_download)
+    ResultsStore(options.results_dir).check_writable()
+
+    if len(specs) == 1 and executor == "local":
+        # A single run raises its user errors straight to the one-line handler.
+        outcomes = [execute(specs[0], options, RichReporter())]
+    else:
+        pool = executor_cls(workers=workers)
+        pool.on_outcome = _print_outcome
+        outcomes = pool.map(partial(run_job, options=options), specs)
+    _print_summary(outcomes)
+    failed = [o for o in outcomes if o.status in {"failed", "crashed"}]
+    if failed:
+        sys.exit(2 if all(o.status == "failed" for o in failed) else 1)
+
+
+def _print_outcome(outcome: Outcome) -> None:
+    spec = outcome.spec
+    where = f"{spec.label} on {spec.dataset} kr={spec.known_ratio} seed={spec.seed}"
+    if outcome.status in {"failed", "crashed"}:
+        err_console.print(f"[red]{outcome.status}[/red] {where}: {outcome.error}")
+    else:
+        err_console.print(f"{outcome.status} {where}")
+
+
+def _print_summary(outcomes: list[Outcome]) -> None:
+    """One row per run: the identity columns that vary, then the metrics."""
+    varying = [
+        (title, key)
+        for title, key in (
+            ("method", "label"),
+            ("dataset", "dataset"),
+            ("known", "known_ratio"),
+            ("seed", "seed"),
+        )
+        if len(outcomes) == 1 or len({getattr(o.spec, key) for o in outcomes}) > 1
+    ]
+    table = Table(title="results (×100)")
+    table.add_column("run")
+    for title, _ in varying:
+        table.add_column(title)
+    table.add_column("status")
+    for key in METRIC_KEYS:
+        table.add_column(_HEADERS[key], justify="right")
+    for outcome in outcomes:
+        values = ["–"] * len(METRIC_KEYS)
+        if outcome.record_path:
+            metrics = load_record(Path(outcome.record_path)).metrics
+            values = [f"{metrics[k]:.2f}" for k in METRIC_KEYS]
+        identity = [_fmt(getattr(outcome.spec, key)) for _, key in varying]
+        table.add_row(outcome.spec.hash[:8], *identity, outcome.status, *values)
+    console.print(table)
+    if any(o.status == "skipped" for o in outcomes):
+        console.print("[dim]skipped: already in the results store; --force re-runs.[/dim]")
+
+
+_HEADERS = {
+    "acc": "ACC",
+    "ari": "ARI",
+    "nmi": "NMI",
+    "known_acc": "known",
+    "novel_acc": "novel",
+    "h_score": "H",
+}
+
+
+def _fmt(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,7 @@
+"""Benchmark data: reading the published files, downloading them, and the GCD split protocol.
+
+* :mod:`gcdbench.data.readers` parses the file formats (TSV, JSON lines, label names).
+* :mod:`gcdbench.data.loading` turns a dataset folder into :class:`~gcdbench.api.DatasetParts`.
+* :mod:`gcdbench.data.store` finds the data folder and downloads into the cache.
+* :mod:`gcdbench.data.split` draws known classes and labeled rows (the GLEAN/Loop protocol).
+"""

@@ -1,0 +1,252 @@
+"""Where the data lives, and downloading it from its public sources.
+
+The data root is ``--data-dir``, else ``GCDBENCH_DATA``, else ``<cache>/data``. Only the
+cache is downloaded into unasked: a folder the user chose is read as it is.
+
+Downloads go to a temporary file beside the target, are checked against the published
+sha256, and only then renamed into place, so an interrupted or corrupted download never
+leaves a file under its final name. ``GCDBENCH_DATA_MIRROR`` (or ``mirror=``) replaces the
+public URLs with ``<mirror>/<dataset>/<file>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from gcdbench import __version__
+from gcdbench.api.dataset import DatasetDefinition, RemoteFile
+from gcdbench.errors import DataError
+from gcdbench.paths import cache_dir
+
+MIRROR_ENV = "GCDBENCH_DATA_MIRROR"
+DATA_ENV = "GCDBENCH_DATA"
+CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class DownloadEvent:
+    """What :func:`download_dataset` reports to ``on_progress``.
+
+    ``kind`` is ``"skip"`` (present with the right hash), ``"start"``, ``"progress"``,
+    ``"retry"`` (an attempt failed and will be repeated; ``message`` says why) or ``"done"``.
+    ``retries`` counts the failed attempts of this file so far.
+    """
+
+    kind: str
+    file: str
+    url: str
+    done_bytes: int = 0
+    total_bytes: int | None = None
+    retries: int = 0
+    message: str = ""
+
+
+ProgressCallback = Callable[[DownloadEvent], None]
+
+
+def resolve_data_root(cli_value: str | Path | None) -> tuple[Path, str]:
+    """The data root and its origin: ``"--data-dir"``, ``"GCDBENCH_DATA"`` or ``"cache"``."""
+    for origin, value in (("--data-dir", cli_value), (DATA_ENV, os.environ.get(DATA_ENV))):
+        if value is None or str(value) == "":
+            continue
+        path = Path(value).expanduser()
+        if not path.is_dir():
+            raise DataError(
+                f"{origin} {path} is not an existing folder; point it at a folder containing "
+                f"<dataset>/..., or leave {origin} unset to use the download cache"
+            )
+        return path, origin
+    return cache_dir() / "data", "cache"
+
+
+def _missing(defn: DatasetDefinition, folder: Path) -> list[str]:
+    return [f.name for f in defn.files if f.required and not (folder / f.name).is_file()]
+
+
+def ensure_dataset(
+    defn: DatasetDefinition,
+    root: Path,
+    origin: str,
+    *,
+    download: bool = True,
+    mirror: str | None = None,
+) -> Path:
+    """``root/defn.name``, downloading its missing files first when ``root`` is the cache."""
+    folder = Path(root) / defn.name
+    missing = _missing(defn, folder)
+    if not missing:
+        return folder
+    listed = ", ".join(missing)
+    if origin != "cache":
+        raise DataError(
+            f"{folder} lacks {listed} ({origin} {root}); point {origin} at a folder "
+            f"containing {defn.name}/{missing[0]}, or leave it unset and run "
+            f"`gcdbench data download {defn.name}` to use the cache"
+        )
+    if not download:
+        raise DataError(
+            f"{defn.name!r} is not downloaded ({folder} lacks {listed}); run "
+            f"`gcdbench data download {defn.name}`"
+        )
+    download_dataset(defn, root, mirror=mirror)
+    return folder
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_url(defn: DatasetDefinition, file: RemoteFile, mirror: str | None) -> str:
+    return f"{mirror.rstrip('/')}/{defn.name}/{file.name}" if mirror else file.url
+
+
+def _target(folder: Path, file: RemoteFile) -> Path:
+    # Names come from plugins; never let one write outside the dataset's folder.
+    rel = PurePosixPath(file.name)
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        raise DataError(
+            f"dataset file name {file.name!r} must be a relative path inside its folder"
+        )
+    return folder.joinpath(*rel.parts)
+
+
+def download_dataset(
+    defn: DatasetDefinition,
+    root: Path,
+    *,
+    mirror: str | None = None,
+    force: bool = False,
+    on_progress: ProgressCallback | None = None,
+    timeout: float = 60.0,
+    retries: int = 3,
+    backoff: float = 1.0,
+) -> list[Path]:
+    """Fetch the files of ``defn`` into ``root/defn.name``; return the paths of its files.
+
+    Files already there with the published hash are skipped unless ``force`` (``on_progress``
+    gets a ``"skip"`` event for them, and ``"done"`` for each file fetched). Each file is
+    tried ``1 + retries`` times on network errors, timeouts and HTTP 5xx, waiting
+    ``backoff × 2**attempt`` seconds between tries. An optional file that cannot be fetched
+    is left out; anything else raises :class:`DataError`.
+    """
+    if mirror is None:
+        mirror = os.environ.get(MIRROR_ENV) or None
+    folder = Path(root) / defn.name
+    report = on_progress or (lambda event: None)
+    present: list[Path] = []
+    for file in defn.files:
+        target = _target(folder, file)
+        url = file_url(defn, file, mirror)
+        if not force and target.is_file() and sha256_file(target) == file.sha256:
+            report(DownloadEvent("skip", file.name, url))
+            present.append(target)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _fetch(file, url, target, report, timeout=timeout, retries=retries, backoff=backoff)
+        except DataError:
+            if file.required:
+                raise
+            continue
+        present.append(target)
+    return present
+
+
+class _Retryable(Exception):
+    pass
+
+
+def _fetch(
+    file: RemoteFile,
+    url: str,
+    target: Path,
+    report: ProgressCallback,
+    *,
+    timeout: float,
+    retries: int,
+    backoff: float,
+) -> None:
+    failures = 0
+    while True:
+        report(DownloadEvent("start", file.name, url, retries=failures))
+        try:
+            _fetch_once(file, url, target, report, timeout=timeout, retries=failures)
+            return
+        except _Retryable as exc:
+            failures += 1
+            if failures > retries:
+                raise DataError(
+                    f"could not download {url} after {failures} attempts ({exc}); check the "
+                    f"connection (or {MIRROR_ENV}), or fetch the file yourself and point "
+                    f"--data-dir at a folder containing {target.parent.name}/{file.name}"
+                ) from None
+            report(DownloadEvent("retry", file.name, url, retries=failures, message=str(exc)))
+            time.sleep(backoff * 2 ** (failures - 1))
+
+
+def _fetch_once(
+    file: RemoteFile,
+    url: str,
+    target: Path,
+    report: ProgressCallback,
+    *,
+    timeout: float,
+    retries: int,
+) -> None:
+    request = urllib.request.Request(url, headers={"User-Agent": f"gcdbench/{__version__}"})
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.sha256()
+        done = 0
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with urllib.request.urlopen(request, timeout=timeout) as response:
+                    length = response.headers.get("Content-Length")
+                    total = int(length) if length and length.isdigit() else None
+                    for chunk in iter(lambda: response.read(CHUNK), b""):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        done += len(chunk)
+                        report(DownloadEvent("progress", file.name, url, done, total, retries))
+            except urllib.error.HTTPError as exc:
+                if exc.code >= 500 or exc.code == 429:
+                    raise _Retryable(f"HTTP {exc.code}") from None
+                raise DataError(
+                    f"could not download {url} (HTTP {exc.code} {exc.reason}); check the URL "
+                    f"or {MIRROR_ENV}"
+                ) from None
+            except (
+                urllib.error.URLError,
+                TimeoutError,
+                ConnectionError,
+                http.client.HTTPException,
+            ) as exc:
+                raise _Retryable(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}") from None
+            if total is not None and done != total:
+                raise _Retryable(f"got {done} of {total} bytes")
+            out.flush()
+            os.fsync(out.fileno())
+        got = digest.hexdigest()
+        if got != file.sha256:
+            raise DataError(
+                f"{url}: sha256 mismatch for {file.name} (expected {file.sha256}, got {got}); "
+                "the file was not kept: retry later, or report the changed source"
+            )
+        os.replace(tmp, target)
+        report(DownloadEvent("done", file.name, url, done, done, retries))
+    finally:
+        tmp.unlink(missing_ok=True)

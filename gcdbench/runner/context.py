@@ -1,0 +1,88 @@
+"""RunContext: what a method gets besides its task — seeded generators, features, progress."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gcdbench.api.encoder import Encoder
+from gcdbench.api.spec import RunSpec
+from gcdbench.api.task import TaskPart
+from gcdbench.encoders.cache import FeatureCache
+
+
+class Reporter:
+    """Progress and messages; the CLI passes a rich-backed one, executors a quiet one."""
+
+    def message(self, text: str) -> None:
+        pass
+
+    @contextmanager
+    def task(self, description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
+        yield lambda advance: None
+
+
+@dataclass
+class RunContext:
+    """Per-run services. Randomness comes only from :meth:`rng`: every stage draws from its
+    own generator derived from the run seed and the stage name, so adding a stage or
+    reordering calls never changes another stage's draws."""
+
+    spec: RunSpec
+    file_texts: Mapping[str, list[str]]  # data file sha256 -> every text of that file by row
+    encoder_factory: Callable[[], Encoder]
+    work_dir: Path
+    reporter: Reporter = field(default_factory=Reporter)
+    features: FeatureCache = field(default_factory=FeatureCache)
+    timings: dict[str, float] = field(default_factory=dict)
+    _encoder: Encoder | None = None
+
+    @property
+    def seed(self) -> int:
+        return self.spec.seed
+
+    def rng(self, stage: str) -> np.random.Generator:
+        stage_key = int.from_bytes(hashlib.sha256(stage.encode()).digest()[:8], "little")
+        return np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, stage_key])))
+
+    @property
+    def encoder(self) -> Encoder:
+        if self._encoder is None:
+            self._encoder = self.encoder_factory()
+        return self._encoder
+
+    @property
+    def encoder_loaded(self) -> bool:
+        return self._encoder is not None
+
+    def embed(self, part: TaskPart, encoder: Encoder | None = None) -> np.ndarray:
+        """Features of ``part``'s rows, computed once per (encoder, data file) and cached."""
+        encoder = encoder or self.encoder
+        file_sha = part.file.sha256
+        texts = self.file_texts[file_sha]
+
+        def compute() -> np.ndarray:
+            with self.reporter.task(f"encoding {part.file.name}", total=len(texts)) as advance:
+                return encoder.encode(texts, on_progress=advance)
+
+        with self.timed("embed"):
+            features = self.features.get_or_compute(encoder.fingerprint, file_sha, compute)
+        return features[part.rows]
+
+    @contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+    def describe(self) -> dict[str, Any]:
+        return {"feature_cache": {"hits": self.features.hits, "misses": self.features.misses}}

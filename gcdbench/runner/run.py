@@ -1,0 +1,253 @@
+"""One run end to end: data -> split -> method -> metrics -> record.
+
+Everything that can be wrong with the request is checked in :func:`resolve_spec`, before
+anything runs or is written; :func:`execute` then never half-writes a record.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gcdbench import registry
+from gcdbench.api.dataset import DatasetParts
+from gcdbench.api.executor import Outcome
+from gcdbench.api.method import Method, MethodOutput, params_dict
+from gcdbench.api.record import ResultRecord
+from gcdbench.api.spec import RunSpec
+from gcdbench.api.task import GCDTask, Gold
+from gcdbench.data.split import build_task, make_split, save_split
+from gcdbench.data.store import ensure_dataset, resolve_data_root
+from gcdbench.encoders import encoder_factory
+from gcdbench.errors import GcdbenchError
+from gcdbench.metrics import evaluate, hungarian_mapping
+from gcdbench.runner import provenance
+from gcdbench.runner.context import Reporter, RunContext
+from gcdbench.runner.store import ResultsStore
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run (not what): never part of the spec hash. Picklable for executors."""
+
+    results_dir: Path
+    data_dir: str | None = None
+    force: bool = False
+    download: bool = True
+
+
+def check_ratio(name: str, value: float) -> float:
+    if not 0.0 < value <= 1.0:
+        raise GcdbenchError(f"{name} must be in (0, 1], got {value}; e.g. {name} 0.25.")
+    return value
+
+
+def resolve_spec(
+    method: str,
+    dataset: str,
+    known_ratio: float,
+    seed: int,
+    *,
+    labeled_ratio: float = 0.1,
+    ablations: Sequence[str] = (),
+    encoder: str | None = None,
+    llm: str | None = None,
+    preset: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> RunSpec:
+    """Validate a request and pin every value that shapes the result."""
+    method_cls: type[Method] = registry.get("method", method)
+    registry.get("dataset", dataset)
+    check_ratio("--known-ratio", known_ratio)
+    check_ratio("--labeled-ratio", labeled_ratio)
+    method_cls.expand_ablations(list(ablations))
+    params = method_cls.resolve_params(preset, dict(overrides or {}))
+    uses_encoder = "encoder" in method_cls.uses
+    if uses_encoder:
+        encoder = encoder or RunSpec.__dataclass_fields__["encoder"].default
+        encoder_factory(encoder)  # an unknown name fails here, not mid-run
+    return RunSpec(
+        method=method,
+        dataset=dataset,
+        known_ratio=known_ratio,
+        seed=seed,
+        labeled_ratio=labeled_ratio,
+        ablations=tuple(ablations),
+        encoder=encoder if uses_encoder else None,  # type: ignore[arg-type]
+        llm=llm,
+        preset=preset,
+        params=params_dict(params),
+        method_version=method_cls.version,
+    )
+
+
+def execute(spec: RunSpec, options: RunOptions, reporter: Reporter | None = None) -> Outcome:
+    """Run one spec unless its record exists. Raises on failure; see :func:`run_job`."""
+    reporter = reporter or Reporter()
+    store = ResultsStore(options.results_dir)
+    existing = store.find(spec)
+    if existing is not None and not options.force:
+        return Outcome(spec, "skipped", str(existing))
+    store.check_writable()
+
+    started = datetime.now(UTC)
+    clock = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(name: str, since: float) -> float:
+        now = time.perf_counter()
+        timings[name] = now - since
+        return now
+
+    definition = registry.get("dataset", spec.dataset)
+    root, origin = resolve_data_root(options.data_dir)
+    reporter.message(f"loading {spec.dataset} from {root}")
+    folder = ensure_dataset(definition, root, origin, download=options.download)
+    parts = definition.load(folder)
+    t = lap("load", clock)
+
+    split = make_split(
+        parts, known_ratio=spec.known_ratio, labeled_ratio=spec.labeled_ratio, seed=spec.seed
+    )
+    split_path = save_split(split, store.splits)
+    task, gold = build_task(parts, split, task_word=definition.task)
+    t = lap("split", t)
+
+    method_cls: type[Method] = registry.get("method", spec.method)
+    method = method_cls(
+        method_cls.Params(**spec.params), method_cls.expand_ablations(list(spec.ablations))
+    )
+    with tempfile.TemporaryDirectory(prefix="gcdbench-run-") as work:
+        ctx = RunContext(
+            spec=spec,
+            file_texts=_file_texts(parts),
+            encoder_factory=encoder_factory(spec.encoder) if spec.encoder else _no_encoder,
+            work_dir=Path(work),
+            reporter=reporter,
+        )
+        reporter.message(f"running {spec.label} (seed {spec.seed})")
+        output = method.run(task, ctx)
+    _check_output(output, task, spec)
+    t = lap("method", t)
+
+    metrics = evaluate(gold.test_y, output.test_assignments, gold.known_ids)
+    predictions = _predictions(task, gold, output)
+    lap("metrics", t)
+    timings["total"] = time.perf_counter() - clock
+
+    plugin = registry.owner("method", spec.method)
+    record = ResultRecord(
+        spec=spec,
+        metrics=metrics,
+        split={
+            "hash": split.hash,
+            "file": str(split_path.relative_to(store.root)),
+            "num_known": task.num_known,
+            "num_labeled": task.num_labeled,
+            "num_unlabeled": len(task.train) - task.num_labeled,
+            "num_dev": len(task.dev),
+            "num_test": len(task.test),
+            "known_classes": list(split.known_classes),
+        },
+        data={
+            "dataset": spec.dataset,
+            "data_root_origin": origin,
+            "files": [f.to_dict() for f in parts.files],
+            "protocol": dict(parts.protocol),
+            "num_classes": len(parts.classes),
+        },
+        method={
+            "name": spec.method,
+            "version": method_cls.version,
+            "params": spec.params,
+            "ablations": list(spec.ablations),
+            "ablated_components": sorted(method.ablations),
+            "components": method_cls.component_names(),
+            "plugin": {
+                "name": plugin.name,
+                "distribution": plugin.distribution,
+                "version": plugin.version,
+            },
+        },
+        encoder=ctx.encoder.describe() if ctx.encoder_loaded else None,
+        provenance={
+            **provenance.collect(),
+            "started_at": started.isoformat(timespec="seconds"),
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "durations_s": {k: round(v, 3) for k, v in {**timings, **ctx.timings}.items()},
+            "peak_rss_mb": provenance.peak_rss_mb(),
+            **ctx.describe(),
+        },
+        clusters=[
+            {"id": int(k), "name": c.name, "description": c.description}
+            for k, c in sorted(output.clusters.items())
+        ],
+        diagnostics=output.diagnostics,
+    )
+    path = store.write(record, predictions)
+    return Outcome(spec, "done", str(path))
+
+
+def run_job(spec: RunSpec, options: RunOptions) -> Outcome:
+    """:func:`execute` for executors: failures become outcomes, so one bad run does not
+    stop a sweep. User errors keep their one-line message; crashes keep the traceback."""
+    try:
+        return execute(spec, options)
+    except GcdbenchError as exc:
+        return Outcome(spec, "failed", error=str(exc))
+    except Exception:
+        return Outcome(spec, "crashed", error=traceback.format_exc())
+
+
+def _no_encoder() -> Any:
+    raise GcdbenchError("this method declares no encoder in `uses`; add 'encoder' to use one.")
+
+
+def _file_texts(parts: DatasetParts) -> dict[str, list[str]]:
+    by_file: dict[str, dict[int, str]] = {}
+    for part in (parts.train, parts.dev, parts.test):
+        if part is None:
+            continue
+        rows = by_file.setdefault(part.file.sha256, {})
+        rows.update(zip(part.rows.tolist(), part.texts, strict=True))
+    # Rows no part uses (none in the built-in layouts) embed as empty strings.
+    return {sha: [rows.get(i, "") for i in range(max(rows) + 1)] for sha, rows in by_file.items()}
+
+
+def _check_output(output: MethodOutput, task: GCDTask, spec: RunSpec) -> None:
+    pred = np.asarray(output.test_assignments)
+    if pred.shape != (len(task.test),) or not np.issubdtype(pred.dtype, np.integer):
+        raise GcdbenchError(
+            f"method {spec.method!r} returned test_assignments of shape {pred.shape} and dtype "
+            f"{pred.dtype}; it must return one integer cluster id per test text "
+            f"({len(task.test)}). Fix the method plugin."
+        )
+    if (pred < 0).any():
+        raise GcdbenchError(
+            f"method {spec.method!r} returned negative cluster ids; fix the plugin."
+        )
+
+
+def _predictions(task: GCDTask, gold: Gold, output: MethodOutput) -> pd.DataFrame:
+    pred = np.asarray(output.test_assignments)
+    mapping = hungarian_mapping(gold.test_y, pred)
+    matched = np.array([mapping.get(int(c), -1) for c in pred])
+    classes = np.array(gold.classes, dtype=object)
+    return pd.DataFrame(
+        {
+            "test_row": task.test.rows,
+            "gold": classes[gold.test_y],
+            "cluster": pred,
+            "matched_class": [classes[m] if m >= 0 else "" for m in matched],
+            "correct": matched == gold.test_y,
+        }
+    )

@@ -1,0 +1,251 @@
+"""Conformance checks any method plugin runs against itself, in the spirit of
+scikit-learn's ``check_estimator``::
+
+    from gcdbench.testing import check_method
+    check_method(MyMethod)                   # raises ConformanceError on the first failure
+
+    @pytest.mark.parametrize("check", method_checks(MyMethod), ids=lambda c: c.__name__)
+    def test_conformance(check):
+        check()
+
+The checks run the method on a tiny synthetic task (six classes, 120 texts, built in memory)
+with :class:`BagOfWordsEncoder`, a real hashed bag-of-words featurizer that needs no model,
+so they take seconds on a CPU. Pass ``encoder="all-MiniLM-L6-v2"`` to check with a real model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import random
+import tempfile
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gcdbench.api.dataset import DataFile, DatasetParts, Part
+from gcdbench.api.encoder import Encoder
+from gcdbench.api.method import Method, MethodOutput, params_dict
+from gcdbench.api.spec import RunSpec
+from gcdbench.api.task import GCDTask
+from gcdbench.data.split import build_task, make_split
+from gcdbench.encoders.cache import FeatureCache
+from gcdbench.registry import KINDS
+from gcdbench.runner.context import RunContext
+
+__all__ = ["BagOfWordsEncoder", "ConformanceError", "check_method", "method_checks", "tiny_task"]
+
+
+class ConformanceError(AssertionError):
+    """A method plugin broke the contract; the message says which rule and how to fix it."""
+
+
+class BagOfWordsEncoder(Encoder):
+    """Hashed, L2-normalised bag of words: a real featurizer that loads no model."""
+
+    name = "bag-of-words"
+
+    def __init__(self, dim: int = 256) -> None:
+        self.dim = dim
+        self.fingerprint = f"bag-of-words-{dim}"
+
+    def encode(self, texts: Sequence[str], *, batch_size: int = 64, on_progress=None) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for word in text.lower().split():
+                out[i, int(hashlib.md5(word.encode()).hexdigest()[:8], 16) % self.dim] += 1.0
+        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        if on_progress:
+            on_progress(len(texts))
+        return out
+
+
+_TOPICS = {
+    "card_arrival": "card arrive delivery post mail when",
+    "exchange_rate": "exchange rate currency euro dollar convert",
+    "top_up_failed": "top up failed declined balance add money",
+    "lost_card": "lost stolen card missing block freeze",
+    "pin_change": "pin change code new reset number",
+    "refund": "refund return merchant money back purchase",
+}
+_FILLER = ["please", "help", "me", "my", "the", "i", "a", "can", "you", "with", "about"]
+
+
+def tiny_parts(seed: int = 0) -> DatasetParts:
+    """A six-class dataset with train/dev/test parts, deterministic for ``seed``."""
+    rnd = random.Random(seed)
+    splits = {"train": 14, "dev": 3, "test": 6}
+    parts: dict[str, Part] = {}
+    for part_name, per_class in splits.items():
+        texts, labels = [], []
+        for label, words in _TOPICS.items():
+            vocab = words.split()
+            for _ in range(per_class):
+                sentence = rnd.sample(vocab, 3) + rnd.sample(_FILLER, 3)
+                rnd.shuffle(sentence)
+                texts.append(" ".join(sentence))
+                labels.append(label)
+        sha = hashlib.sha256(json.dumps([part_name, texts, labels]).encode()).hexdigest()
+        file = DataFile(f"{part_name}.tsv", Path(f"<tiny>/{part_name}.tsv"), sha, True)
+        parts[part_name] = Part(texts, labels, file, np.arange(len(texts)))
+    classes = tuple(sorted(_TOPICS))
+    return DatasetParts(
+        name="tiny",
+        train=parts["train"],
+        dev=parts["dev"],
+        test=parts["test"],
+        classes=classes,
+        label_names={c: c for c in classes},
+        files=tuple(p.file for p in parts.values()),
+    )
+
+
+def tiny_task(seed: int = 0, known_ratio: float = 0.5) -> tuple[GCDTask, Any, DatasetParts]:
+    parts = tiny_parts(seed)
+    split = make_split(parts, known_ratio=known_ratio, labeled_ratio=0.5, seed=seed)
+    task, gold = build_task(parts, split)
+    return task, gold, parts
+
+
+def _context(
+    method_cls: type[Method],
+    params: Any,
+    seed: int,
+    parts: DatasetParts,
+    encoder: Encoder | str | None,
+    work_dir: Path,
+) -> RunContext:
+    from gcdbench.encoders import encoder_factory
+
+    if isinstance(encoder, str):
+        factory = encoder_factory(encoder)
+    else:
+        factory = partial(lambda e: e, encoder or BagOfWordsEncoder())
+    spec = RunSpec(method_cls.name, "tiny", 0.5, seed, 0.5, params=params_dict(params))
+    texts = {p.file.sha256: list(p.texts) for p in (parts.train, parts.dev, parts.test) if p}
+    return RunContext(spec, texts, factory, work_dir, features=FeatureCache(work_dir / "features"))
+
+
+def _fail(method_cls: type[Method], rule: str) -> ConformanceError:
+    return ConformanceError(f"{getattr(method_cls, 'name', method_cls.__name__)}: {rule}")
+
+
+def method_checks(
+    method_cls: type[Method], *, encoder: Encoder | str | None = None
+) -> list[Callable[[], None]]:
+    """The checks, each a no-argument callable named after what it checks."""
+
+    def check_declaration() -> None:
+        name = getattr(method_cls, "name", None)
+        if not isinstance(name, str) or not name or name != name.strip() or " " in name:
+            raise _fail(method_cls, "`name` must be a non-empty string without spaces")
+        if not (isinstance(method_cls, type) and issubclass(method_cls, Method)):
+            raise _fail(method_cls, "must subclass gcdbench.api.Method")
+        unknown_kinds = set(method_cls.uses) - set(KINDS)
+        if unknown_kinds:
+            raise _fail(
+                method_cls,
+                f"`uses` names unknown kinds {sorted(unknown_kinds)}; use {sorted(KINDS)}",
+            )
+        names = [c.name for c in method_cls.components]
+        if len(names) != len(set(names)):
+            raise _fail(method_cls, "component names must be unique")
+        for component in method_cls.components:
+            missing = set(component.includes) - set(names)
+            if missing:
+                raise _fail(
+                    method_cls, f"group {component.name!r} includes undeclared {sorted(missing)}"
+                )
+
+    def check_params() -> None:
+        if not dataclasses.is_dataclass(method_cls.Params):
+            raise _fail(method_cls, "`Params` must be a dataclass")
+        for field in dataclasses.fields(method_cls.Params):
+            if (
+                field.default is dataclasses.MISSING
+                and field.default_factory is dataclasses.MISSING
+            ):
+                raise _fail(method_cls, f"parameter {field.name!r} needs a default")
+        for preset in [None, *method_cls.presets]:
+            params = method_cls.resolve_params(preset, {})
+            try:
+                json.dumps(params_dict(params))
+            except TypeError:
+                raise _fail(
+                    method_cls, f"preset {preset!r}: parameters must be JSON values"
+                ) from None
+
+    def run_once(
+        seed: int, ablations: frozenset[str] = frozenset()
+    ) -> tuple[MethodOutput, GCDTask]:
+        task, _, parts = tiny_task(seed)
+        preset = "smoke" if "smoke" in method_cls.presets else None
+        params = method_cls.resolve_params(preset, {})
+        with tempfile.TemporaryDirectory() as tmp:
+            ctx = _context(method_cls, params, seed, parts, encoder, Path(tmp))
+            return method_cls(params, ablations).run(task, ctx), task
+
+    def check_output() -> None:
+        output, task = run_once(0)
+        pred = np.asarray(output.test_assignments)
+        if pred.shape != (len(task.test),) or not np.issubdtype(pred.dtype, np.integer):
+            raise _fail(
+                method_cls,
+                f"test_assignments must be {len(task.test)} integers, got {pred.shape} "
+                f"{pred.dtype}",
+            )
+        if (pred < 0).any():
+            raise _fail(method_cls, "cluster ids must be non-negative")
+        for key, info in output.clusters.items():
+            if not isinstance(info.name, str):
+                raise _fail(method_cls, f"cluster {key} must have a string name")
+        try:
+            json.dumps(output.diagnostics, default=str)
+        except (TypeError, ValueError):
+            raise _fail(method_cls, "diagnostics must be JSON-serialisable") from None
+
+    def check_deterministic() -> None:
+        first, _ = run_once(3)
+        second, _ = run_once(3)
+        if not np.array_equal(first.test_assignments, second.test_assignments):
+            raise _fail(
+                method_cls,
+                "two runs with the same seed disagree; draw randomness from ctx.rng(stage)",
+            )
+
+    def check_no_global_rng() -> None:
+        np.random.seed(12345)
+        random.seed(12345)
+        np_state, py_state = np.random.get_state()[1].copy(), random.getstate()
+        run_once(1)
+        if not np.array_equal(np.random.get_state()[1], np_state) or random.getstate() != py_state:
+            raise _fail(
+                method_cls, "the method used the global NumPy/Python RNG; use ctx.rng(stage)"
+            )
+
+    def check_ablations() -> None:
+        for component in method_cls.components:
+            output, task = run_once(0, method_cls.expand_ablations([component.name]))
+            if np.asarray(output.test_assignments).shape != (len(task.test),):
+                raise _fail(
+                    method_cls, f"with {component.name!r} ablated the output has the wrong shape"
+                )
+
+    return [
+        check_declaration,
+        check_params,
+        check_output,
+        check_deterministic,
+        check_no_global_rng,
+        check_ablations,
+    ]
+
+
+def check_method(method_cls: type[Method], *, encoder: Encoder | str | None = None) -> None:
+    """Run every check; raise :class:`ConformanceError` on the first broken rule."""
+    for check in method_checks(method_cls, encoder=encoder):
+        check()

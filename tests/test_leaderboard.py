@@ -1,0 +1,299 @@
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gcdbench.api import ResultRecord, RunSpec
+from gcdbench.report import leaderboard
+from gcdbench.report.leaderboard import aggregate, render_markdown, write_leaderboard
+from gcdbench.report.references import load_references
+
+# (method, dataset) -> per-seed values for seeds 0, 1, 2. alpha wins ACC and NMI on
+# banking, beta wins ARI on banking and everything on clinc.
+VALUES = {
+    ("alpha", "banking"): {
+        "acc": [61.7, 62.9, 63.2],
+        "ari": [40.1, 41.0, 39.5],
+        "nmi": [80.0, 81.5, 80.9],
+    },
+    ("beta", "banking"): {
+        "acc": [55.0, 57.3, 56.1],
+        "ari": [44.4, 45.0, 43.9],
+        "nmi": [78.2, 79.0, 77.7],
+    },
+    ("alpha", "clinc"): {
+        "acc": [70.1, 71.4, 69.8],
+        "ari": [60.0, 61.2, 59.1],
+        "nmi": [88.0, 88.4, 87.9],
+    },
+    ("beta", "clinc"): {
+        "acc": [75.5, 76.0, 74.2],
+        "ari": [64.3, 63.1, 65.0],
+        "nmi": [90.2, 90.9, 89.7],
+    },
+}
+SEEDS = (0, 1, 2)
+GLEAN_REF = {
+    "method": "GLEAN",
+    "dataset": "banking",
+    "known_ratio": 0.25,
+    "labeled_ratio": 0.1,
+    "acc": 76.98,
+    "ari": 66.0,
+    "nmi": 85.62,
+    "source": "Peng et al. 2025, GLEAN (arXiv 2502.18414)",
+    "note": "",
+}
+
+
+def record(
+    method: str,
+    dataset: str,
+    seed: int,
+    metrics: dict[str, float],
+    *,
+    known_ratio: float = 0.25,
+    finished_at: str = "2025-01-01T00:00:00+00:00",
+    **spec: object,
+) -> ResultRecord:
+    return ResultRecord(
+        spec=RunSpec(method=method, dataset=dataset, known_ratio=known_ratio, seed=seed, **spec),
+        metrics=metrics,
+        split={},
+        data={},
+        method={},
+        encoder=None,
+        provenance={"finished_at": finished_at},
+    )
+
+
+def grid(known_ratio: float = 0.25) -> list[ResultRecord]:
+    return [
+        record(m, d, seed, {k: v[i] for k, v in values.items()}, known_ratio=known_ratio)
+        for (m, d), values in VALUES.items()
+        for i, seed in enumerate(SEEDS)
+    ]
+
+
+def expected_cell(method: str, dataset: str, metric: str) -> str:
+    values = np.array(VALUES[method, dataset][metric])
+    return f"{values.mean():.2f}±{values.std(ddof=1):.2f}"
+
+
+def table_rows(text: str) -> dict[str, list[str]]:
+    """Markdown table rows by their first cell (the first table only if labels repeat)."""
+    rows: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line.startswith("| ") and not line.startswith("| Method"):
+            cells = [c.strip() for c in line.strip("|").split(" | ")]
+            rows.setdefault(cells[0], cells[1:])
+    return rows
+
+
+def header(text: str) -> list[str]:
+    line = next(line for line in text.splitlines() if line.startswith("| Method"))
+    return [c.strip() for c in line.strip("|").split(" | ")][1:]
+
+
+def cell(text: str, row: str, column: str) -> str:
+    return table_rows(text)[row][header(text).index(column)]
+
+
+def test_aggregate_mean_std_match_numpy() -> None:
+    df = aggregate(grid())
+    assert len(df) == 4
+    for (method, dataset), values in VALUES.items():
+        row = df[(df["row"] == method) & (df["dataset"] == dataset)].iloc[0]
+        assert row["n"] == 3
+        assert row["seeds"] == [0, 1, 2]
+        for metric, numbers in values.items():
+            assert row[f"{metric}_mean"] == pytest.approx(np.mean(numbers))
+            assert row[f"{metric}_std"] == pytest.approx(np.std(numbers, ddof=1))
+
+
+def test_rendered_cells_match_numpy_and_show_n() -> None:
+    text = render_markdown(aggregate(grid()), references=[])
+    assert header(text)[:4] == ["banking ACC", "banking ARI", "banking NMI", "banking n"]
+    for method, dataset in VALUES:
+        for metric in ("acc", "ari", "nmi"):
+            shown = cell(text, method, f"{dataset} {metric.upper()}")
+            assert expected_cell(method, dataset, metric) in shown
+        assert cell(text, method, f"{dataset} n") == "3"
+    assert "mean±std over the n seeds" in text
+
+
+def test_best_bold_second_underlined() -> None:
+    text = render_markdown(aggregate(grid()), references=[])
+    acc = expected_cell("alpha", "banking", "acc")
+    assert cell(text, "alpha", "banking ACC") == f"**{acc}**"
+    assert cell(text, "beta", "banking ACC") == f"<u>{expected_cell('beta', 'banking', 'acc')}</u>"
+    assert cell(text, "beta", "banking ARI").startswith("**")
+    assert cell(text, "alpha", "banking ARI").startswith("<u>")
+    assert cell(text, "beta", "clinc NMI").startswith("**")
+
+
+def test_ties_are_all_bold_and_third_is_plain() -> None:
+    records = [
+        record("a", "banking", 0, {"acc": 50.0, "ari": 1.0, "nmi": 1.0}),
+        record("b", "banking", 0, {"acc": 50.001, "ari": 1.0, "nmi": 1.0}),  # prints 50.00
+        record("c", "banking", 0, {"acc": 40.0, "ari": 1.0, "nmi": 1.0}),
+        record("d", "banking", 0, {"acc": 30.0, "ari": 1.0, "nmi": 1.0}),
+    ]
+    text = render_markdown(aggregate(records), references=[])
+    assert cell(text, "a", "banking ACC") == "**50.00**"
+    assert cell(text, "b", "banking ACC") == "**50.00**"
+    assert cell(text, "c", "banking ACC") == "<u>40.00</u>"
+    assert cell(text, "d", "banking ACC") == "30.00"
+
+
+def test_single_seed_has_no_std_and_no_lone_bold() -> None:
+    df = aggregate([record("solo", "banking", 7, {"acc": 62.614, "ari": 50.0, "nmi": 70.0})])
+    assert math.isnan(df.iloc[0]["acc_std"])
+    text = render_markdown(df, references=[])
+    assert cell(text, "solo", "banking ACC") == "62.61"
+    assert cell(text, "solo", "banking n") == "1"
+
+
+def test_reference_row_marked_reported_never_ranked() -> None:
+    ref = {**GLEAN_REF, "acc": 99.0}  # above every reproduced row, still not bold
+    text = render_markdown(aggregate(grid()), references=[ref])
+    cells = table_rows(text)["*GLEAN (reported)*[^1]"]
+    assert cells[:4] == ["*99.00*", "*66.00*", "*85.62*", "–"]
+    assert all("**" not in c and "<u>" not in c for c in cells)
+    assert cells[4:] == ["–"] * 4  # no clinc numbers reported
+    assert "[^1]: Peng et al. 2025, GLEAN (arXiv 2502.18414)" in text
+    assert cell(text, "alpha", "banking ACC").startswith("**")
+    # Reference rows come beneath the reproduced ones.
+    lines = text.splitlines()
+    assert lines.index(next(x for x in lines if x.startswith("| *GLEAN"))) > lines.index(
+        next(x for x in lines if x.startswith("| beta"))
+    )
+
+
+def test_bundled_references() -> None:
+    refs = load_references()
+    glean = next(r for r in refs if r["method"] == "GLEAN" and r["dataset"] == "banking")
+    assert (glean["known_ratio"], glean["labeled_ratio"]) == (0.25, 0.1)
+    assert (glean["acc"], glean["ari"], glean["nmi"]) == (76.98, 66.0, 85.62)
+    assert "2502.18414" in glean["source"]
+    text = render_markdown(aggregate(grid()))  # None -> the bundled references
+    assert "*GLEAN (reported)*" in text
+
+
+@pytest.mark.parametrize(
+    ("drop", "change", "message"),
+    [
+        ("ari", {}, "missing key"),
+        (None, {"accuracy": 1.0}, "unknown key"),
+        (None, {"acc": "76.98"}, "percentage"),
+        (None, {"known_ratio": 25}, "known_ratio"),
+    ],
+)
+def test_reference_validation(
+    tmp_path: Path, drop: str | None, change: dict[str, object], message: str
+) -> None:
+    row = {k: v for k, v in GLEAN_REF.items() if k != drop} | change
+    path = tmp_path / "refs.json"
+    path.write_text(json.dumps({"rows": [row]}), encoding="utf-8")
+    with pytest.raises(ValueError, match=message):
+        load_references(path)
+
+
+def test_two_known_ratios_give_two_tables() -> None:
+    text = render_markdown(aggregate(grid(0.25) + grid(0.5)), references=[GLEAN_REF])
+    headings = [line for line in text.splitlines() if line.startswith("## ")]
+    assert headings == ["## Known-class ratio 25%", "## Known-class ratio 50%"]
+    second_table = text.split("## Known-class ratio 50%")[1]
+    assert "GLEAN" not in second_table.split("[^1]:")[0]  # the 25% reference stays in its table
+
+
+def test_duplicate_seed_keeps_newest() -> None:
+    old = record(
+        "alpha",
+        "banking",
+        0,
+        {"acc": 10.0, "ari": 10.0, "nmi": 10.0},
+        finished_at="2025-01-01T00:00:00+00:00",
+    )
+    new = record(
+        "alpha",
+        "banking",
+        0,
+        {"acc": 30.0, "ari": 30.0, "nmi": 30.0},
+        finished_at="2025-03-01T00:00:00+00:00",
+    )
+    other = record("alpha", "banking", 1, {"acc": 50.0, "ari": 50.0, "nmi": 50.0})
+    for order in ([old, new, other], [new, other, old]):
+        row = aggregate(order).iloc[0]
+        assert row["n"] == 2
+        assert row["seeds"] == [0, 1]
+        assert row["acc_mean"] == pytest.approx(40.0)
+
+
+def test_row_key_names_non_default_settings() -> None:
+    metrics = {"acc": 1.0, "ari": 1.0, "nmi": 1.0}
+    records = [
+        record("kmeans", "banking", 0, metrics),
+        record("kmeans", "banking", 0, metrics, encoder="all-mpnet-base-v2"),
+        record("glean", "banking", 0, metrics, llm="gpt-4o-mini", ablations=("llm",)),
+        record("kmeans", "banking", 0, metrics, labeled_ratio=0.05),
+    ]
+    assert sorted(aggregate(records)["row"]) == [
+        "glean w/o llm [llm=gpt-4o-mini]",
+        "kmeans",
+        "kmeans [encoder=all-mpnet-base-v2]",
+        "kmeans [labeled=5%]",
+    ]
+
+
+def test_different_params_are_not_pooled() -> None:
+    metrics = {"acc": 1.0, "ari": 1.0, "nmi": 1.0}
+    records = [
+        record("kmeans", "banking", 0, metrics, params={"n_init": 10}),
+        record("kmeans", "banking", 1, metrics, params={"n_init": 10}),
+        record("kmeans", "banking", 0, metrics, params={"n_init": 1}),
+    ]
+    df = aggregate(records)
+    assert len(df) == 2
+    assert sorted(df["n"]) == [1, 2]
+    assert all(name.startswith("kmeans [config=") for name in df["row"])
+
+
+def test_output_is_deterministic() -> None:
+    records = grid(0.25) + grid(0.5)
+    first = render_markdown(aggregate(records), references=[GLEAN_REF])
+    shuffled = records[:]
+    random.Random(3).shuffle(shuffled)
+    assert render_markdown(aggregate(shuffled), references=[GLEAN_REF]) == first
+    assert first.startswith("# gcdbench leaderboard\n")
+    assert "`gcdbench leaderboard`" in first
+    assert "20" not in first.split("## ")[0]  # no date in the preamble
+
+
+def test_empty_input() -> None:
+    text = render_markdown(aggregate([]), references=[])
+    assert "No result records yet." in text
+
+
+def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "deep" / "er" / "leaderboard.md"
+    path = write_leaderboard(grid(), out, references=[GLEAN_REF])
+    assert path == out
+    expected = render_markdown(aggregate(grid()), references=[GLEAN_REF])
+    assert out.read_text(encoding="utf-8") == expected
+    assert [p.name for p in out.parent.iterdir()] == ["leaderboard.md"]
+
+    # A failure before the rename leaves the old file whole and no temp file behind.
+    def broken_replace(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(leaderboard.os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        write_leaderboard(grid(0.5), out, references=[])
+    assert out.read_text(encoding="utf-8") == expected
+    assert [p.name for p in out.parent.iterdir()] == ["leaderboard.md"]
