@@ -150,4 +150,3 @@ def owner(kind: str, name: str) -> PluginInfo:
 def plugins() -> list[PluginInfo]:
     _registries()
     return sorted(_State.infos.values(), key=lambda i: i.name)
-

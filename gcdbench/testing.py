@@ -9,7 +9,7 @@ scikit-learn's ``check_estimator``::
         check()
 
 The checks run the method on a tiny synthetic task (six classes, 120 texts, built in memory)
-with :class:`BagOfWordsEncoder`, a real hashed bag-of-words featurizer that needs no model,
+with the built-in hashed bag-of-words encoder, a real featurizer that needs no model,
 so they take seconds on a CPU. Pass ``encoder="all-MiniLM-L6-v2"`` to check with a real model.
 """
 
@@ -20,7 +20,7 @@ import hashlib
 import json
 import random
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from gcdbench.api.method import Method, MethodOutput, params_dict
 from gcdbench.api.spec import RunSpec
 from gcdbench.api.task import GCDTask
 from gcdbench.data.split import build_task, make_split
+from gcdbench.encoders.bag_of_words import BagOfWordsEncoder
 from gcdbench.encoders.cache import FeatureCache
 from gcdbench.registry import KINDS
 from gcdbench.runner.context import RunContext
@@ -42,26 +43,6 @@ __all__ = ["BagOfWordsEncoder", "ConformanceError", "check_method", "method_chec
 
 class ConformanceError(AssertionError):
     """A method plugin broke the contract; the message says which rule and how to fix it."""
-
-
-class BagOfWordsEncoder(Encoder):
-    """Hashed, L2-normalised bag of words: a real featurizer that loads no model."""
-
-    name = "bag-of-words"
-
-    def __init__(self, dim: int = 256) -> None:
-        self.dim = dim
-        self.fingerprint = f"bag-of-words-{dim}"
-
-    def encode(self, texts: Sequence[str], *, batch_size: int = 64, on_progress=None) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, text in enumerate(texts):
-            for word in text.lower().split():
-                out[i, int(hashlib.md5(word.encode()).hexdigest()[:8], 16) % self.dim] += 1.0
-        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-        if on_progress:
-            on_progress(len(texts))
-        return out
 
 
 _TOPICS = {

@@ -1,8 +1,10 @@
-"""Built-in encoders: the sentence-transformers backend and the packaged default model."""
+"""Built-in encoders: the sentence-transformers backend, the packaged default model and a
+model-free bag of words."""
 
 from __future__ import annotations
 
 from gcdbench import hookimpl
+from gcdbench.encoders.bag_of_words import BagOfWordsFactory
 from gcdbench.encoders.sentence_transformer import (
     PackagedSentenceTransformerFactory,
     SentenceTransformerFactory,
@@ -12,6 +14,7 @@ from gcdbench.encoders.sentence_transformer import (
 @hookimpl
 def register_encoders(register):
     register(SentenceTransformerFactory())
+    register(BagOfWordsFactory())
     register(
         PackagedSentenceTransformerFactory(
             "all-MiniLM-L6-v2",
