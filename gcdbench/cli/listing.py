@@ -36,7 +36,7 @@ def plugins(as_json: bool) -> None:
         return
     table = Table(title="gcdbench plugins")
     for column in ("plugin", "distribution", "registers", "status"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column == "plugin")
     for info in infos:
         registers = "\n".join(
             f"{kind}: {', '.join(sorted(names))}" for kind, names in sorted(info.registered.items())
@@ -59,17 +59,16 @@ def list_(kind: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return
-    table = Table(title=f"{kind} registry")
-    columns = list(rows[0]) if rows else ["name"]
-    for column in columns:
-        table.add_column(column)
+    # One card per entry: descriptions and parameter lists do not fit table cells.
     for row in rows:
-        table.add_row(*(_cell(row[c]) for c in columns))
-    console.print(table)
+        console.print(f"[bold]{row['name']}[/bold]  [dim]({row['plugin']})[/dim]")
+        if row.get("description"):
+            console.print(f"  {row['description']}")
+        for key, value in row.items():
+            if key not in {"name", "plugin", "description"}:
+                console.print(f"  {key}: {_cell(value)}")
     if not rows:
-        console.print(
-            f"[dim]no {kind} registered yet; plugins add them with register_*(register).[/dim]"
-        )
+        console.print(f"[dim]no {kind} registered yet: a plugin adds one with its hook.[/dim]")
 
 
 def _describe(kind: str, name: str) -> dict[str, object]:
@@ -77,7 +76,7 @@ def _describe(kind: str, name: str) -> dict[str, object]:
     row: dict[str, object] = {"name": name, "plugin": registry.owner(kind, name).name}
     if kind == "method":
         row["uses"] = list(obj.uses)
-        row["ablations (components)"] = [
+        row["ablations"] = [
             c.name + (f" (= {' + '.join(c.includes)})" if c.includes else "")
             for c in obj.components
         ]
@@ -94,7 +93,7 @@ def _describe(kind: str, name: str) -> dict[str, object]:
 
 def _cell(value: object) -> str:
     if isinstance(value, dict):
-        return "\n".join(f"{k}={v}" for k, v in value.items()) or "–"
+        return ", ".join(f"{k}={v}" for k, v in value.items()) or "none"
     if isinstance(value, list):
-        return "\n".join(map(str, value)) or "–"
+        return ", ".join(map(str, value)) or "none"
     return str(value)

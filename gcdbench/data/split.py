@@ -35,22 +35,15 @@ from gcdbench.errors import DataError, GcdbenchError
 PROTOCOL = "glean-loop-v1"
 
 
-def _check_ratio(flag: str, value: float) -> float:
+def check_ratio(flag: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
-        raise GcdbenchError(f"{flag} must be in (0, 1], got {value}")
+        raise GcdbenchError(f"{flag} must be in (0, 1], got {value}; e.g. {flag} 0.25")
     return float(value)
 
 
-def make_split(
-    parts: DatasetParts, *, known_ratio: float, labeled_ratio: float, seed: int
-) -> GCDSplit:
-    """Draw the split for (dataset, known ratio, labeled ratio, seed); see the module doc."""
-    known_ratio = _check_ratio("--known-ratio", known_ratio)
-    labeled_ratio = _check_ratio("--labeled-ratio", labeled_ratio)
-    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed < 2**32:
-        raise GcdbenchError(f"--seed must be an integer in [0, 2**32), got {seed}")
-    seed = int(seed)
-    k = len(parts.classes)
+def check_known_classes(num_classes: int, known_ratio: float) -> int:
+    """The number of known classes; an error when the ratio rounds to none."""
+    k = num_classes
     n_known = round(k * known_ratio)
     if n_known == 0:
         raise GcdbenchError(
@@ -58,6 +51,20 @@ def make_split(
             f"(round({k} × {known_ratio:g}) = 0); use a ratio above {0.5 / k:.4g}, "
             f"e.g. {1 / k:.4g} for one known class"
         )
+    return n_known
+
+
+def make_split(
+    parts: DatasetParts, *, known_ratio: float, labeled_ratio: float, seed: int
+) -> GCDSplit:
+    """Draw the split for (dataset, known ratio, labeled ratio, seed); see the module doc."""
+    known_ratio = check_ratio("--known-ratio", known_ratio)
+    labeled_ratio = check_ratio("--labeled-ratio", labeled_ratio)
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed < 2**32:
+        raise GcdbenchError(f"--seed must be an integer in [0, 2**32), got {seed}")
+    seed = int(seed)
+    k = len(parts.classes)
+    n_known = check_known_classes(k, known_ratio)
 
     known = [
         str(c)

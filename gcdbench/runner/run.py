@@ -25,7 +25,13 @@ from gcdbench.api.method import Method, MethodOutput, params_dict
 from gcdbench.api.record import ResultRecord
 from gcdbench.api.spec import RunSpec
 from gcdbench.api.task import GCDTask, Gold
-from gcdbench.data.split import build_task, make_split, save_split
+from gcdbench.data.split import (
+    build_task,
+    check_known_classes,
+    check_ratio,
+    make_split,
+    save_split,
+)
 from gcdbench.data.store import ensure_dataset, resolve_data_root
 from gcdbench.encoders import encoder_factory
 from gcdbench.errors import GcdbenchError
@@ -45,12 +51,6 @@ class RunOptions:
     download: bool = True
 
 
-def check_ratio(name: str, value: float) -> float:
-    if not 0.0 < value <= 1.0:
-        raise GcdbenchError(f"{name} must be in (0, 1], got {value}; e.g. {name} 0.25.")
-    return value
-
-
 def resolve_spec(
     method: str,
     dataset: str,
@@ -66,9 +66,10 @@ def resolve_spec(
 ) -> RunSpec:
     """Validate a request and pin every value that shapes the result."""
     method_cls: type[Method] = registry.get("method", method)
-    registry.get("dataset", dataset)
+    definition = registry.get("dataset", dataset)
     check_ratio("--known-ratio", known_ratio)
     check_ratio("--labeled-ratio", labeled_ratio)
+    check_known_classes(definition.num_classes, known_ratio)
     method_cls.expand_ablations(list(ablations))
     params = method_cls.resolve_params(preset, dict(overrides or {}))
     uses_encoder = "encoder" in method_cls.uses
