@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from gcdbench.api import ResultRecord, RunSpec
-from gcdbench.report import leaderboard
 from gcdbench.report.leaderboard import aggregate, render_markdown, write_leaderboard
 from gcdbench.report.references import load_references
+from gcdbench.util import files
 
 # (method, dataset) -> per-seed values for seeds 0, 1, 2. alpha wins ACC and NMI on
 # banking, beta wins ARI on banking and everything on clinc.
@@ -285,14 +285,18 @@ def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     path = write_leaderboard(grid(), out, references=[GLEAN_REF])
     assert path == out
     expected = render_markdown(aggregate(grid()), references=[GLEAN_REF])
-    assert out.read_text(encoding="utf-8") == expected
+    written = out.read_text(encoding="utf-8")
+    assert written.startswith(expected)
+    # The tables are followed by the commands that reproduce them.
+    assert written[len(expected) :].startswith("\n## Reproduce\n\n```bash\ngcdbench run alpha")
     assert [p.name for p in out.parent.iterdir()] == ["leaderboard.md"]
+    expected = written
 
     # A failure before the rename leaves the old file whole and no temp file behind.
     def broken_replace(src: str, dst: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(leaderboard.os, "replace", broken_replace)
+    monkeypatch.setattr(files.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         write_leaderboard(grid(0.5), out, references=[])
     assert out.read_text(encoding="utf-8") == expected

@@ -46,6 +46,23 @@ def parse_ints(values: tuple[str, ...], name: str) -> list[int]:
     return sorted(out)
 
 
+def format_ints(values: set[int] | list[int]) -> str:
+    """The inverse of :func:`parse_ints`: ``{0, 1, 2, 5}`` -> ``0-2,5``."""
+    ordered = sorted(set(values))
+    pieces: list[str] = []
+    start = prev = ordered[0]
+    for value in [*ordered[1:], None]:
+        if value is not None and value == prev + 1:
+            prev = value
+            continue
+        pieces.append(
+            f"{start}-{prev}" if prev > start + 1 else ",".join(map(str, range(start, prev + 1)))
+        )
+        if value is not None:
+            start = prev = value
+    return ",".join(pieces)
+
+
 def parse_floats(values: tuple[str, ...], name: str) -> list[float]:
     out: list[float] = []
     for value in values:

@@ -9,10 +9,7 @@ the results do.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -30,6 +27,7 @@ from gcdbench.api.spec import (
     sha256_hex,
 )
 from gcdbench.report.references import load_references, validate_reference
+from gcdbench.util.files import atomic_open
 
 __all__ = ["DEFAULT_TITLE", "aggregate", "render_markdown", "write_leaderboard"]
 
@@ -322,6 +320,50 @@ def render_markdown(
     return "\n".join(lines)
 
 
+def reproduce_commands(records: Iterable[ResultRecord]) -> list[str]:
+    """The ``gcdbench run`` commands that produce these records, one per configuration."""
+    from gcdbench.cli.common import format_ints
+
+    plans: dict[str, dict[str, Any]] = {}
+    for record in records:
+        spec = record.spec
+        args = [spec.method, *(f"--ablate {a}" for a in spec.ablations)]
+        if spec.encoder and spec.encoder != DEFAULT_ENCODER:
+            args.append(f"--encoder {spec.encoder}")
+        if spec.llm:
+            args.append(f"--llm {spec.llm}")
+        if spec.preset:
+            args.append(f"--preset {spec.preset}")
+        if not math.isclose(spec.labeled_ratio, DEFAULT_LABELED_RATIO):
+            args.append(f"--labeled-ratio {spec.labeled_ratio:g}")
+        args += [f"-p {k}={v}" for k, v in sorted(_non_default_params(spec).items())]
+        plan = plans.setdefault(
+            " ".join(args), {"datasets": set(), "ratios": set(), "seeds": set()}
+        )
+        plan["datasets"].add(spec.dataset)
+        plan["ratios"].add(spec.known_ratio)
+        plan["seeds"].add(spec.seed)
+    return [
+        f"gcdbench run {args} -d {','.join(sorted(p['datasets'], key=_dataset_sort_key))} "
+        f"--known-ratio {','.join(f'{r:g}' for r in sorted(p['ratios']))} "
+        f"--seeds {format_ints(p['seeds'])}"
+        for args, p in sorted(plans.items())
+    ]
+
+
+def _non_default_params(spec: RunSpec) -> dict[str, Any]:
+    """Parameters that differ from the method's current defaults (all, if it is unknown)."""
+    from gcdbench import registry
+    from gcdbench.errors import UnknownNameError
+
+    try:
+        defaults = registry.get("method", spec.method).resolve_params(spec.preset, {})
+    except UnknownNameError:
+        return dict(spec.params)
+    default_values = {f: getattr(defaults, f) for f in spec.params if hasattr(defaults, f)}
+    return {k: v for k, v in spec.params.items() if default_values.get(k, object()) != v}
+
+
 def write_leaderboard(
     records: Iterable[ResultRecord],
     out_path: str | Path,
@@ -334,20 +376,14 @@ def write_leaderboard(
     folder, which then replaces the target in one rename. ``references`` as in
     :func:`render_markdown`.
     """
+    records = list(records)
     text = render_markdown(aggregate(records), references=references, title=title)
+    commands = reproduce_commands(records)
+    if commands:
+        text += (
+            "\n## Reproduce\n\n```bash\n" + "\n".join(commands) + "\ngcdbench leaderboard\n```\n"
+        )
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp makes the file private (0600); a leaderboard is meant to be read by others.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with atomic_open(out, "w", encoding="utf-8", newline="\n") as fh:
+        fh.write(text)
     return out
