@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 import click
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from gcdbench.errors import GcdbenchError
+from gcdbench.runner.context import Reporter
 
 console = Console()
 err_console = Console(stderr=True)
@@ -86,3 +91,20 @@ def parse_params(values: tuple[str, ...]) -> dict[str, str]:
             raise GcdbenchError(f"--param takes KEY=VALUE, got {value!r}; e.g. --param n_init=20.")
         out[key.strip()] = raw.strip()
     return out
+
+
+class RichReporter(Reporter):
+    def message(self, text: str) -> None:
+        err_console.log(text)
+
+    @contextmanager
+    def task(self, description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=err_console, transient=True) as progress:
+            task_id = progress.add_task(description, total=total)
+            yield lambda advance: progress.advance(task_id, advance)

@@ -6,9 +6,10 @@ import click
 from rich.table import Table
 
 from gcdbench import registry
-from gcdbench.cli.common import console, data_dir_option
+from gcdbench.cli.common import RichReporter, console, data_dir_option
 from gcdbench.data.store import download_dataset, resolve_data_root
 from gcdbench.errors import GcdbenchError
+from gcdbench.runner.run import download_reporter
 
 
 @click.group()
@@ -58,8 +59,11 @@ def download(
     definitions = [registry.get("dataset", n) for n in selected]
     root, _ = resolve_data_root(data_dir)
     root.mkdir(parents=True, exist_ok=True)
+    reporter = RichReporter()
     for definition in definitions:
-        paths = download_dataset(definition, root, mirror=mirror, force=force)
+        paths = download_dataset(
+            definition, root, mirror=mirror, force=force, on_progress=download_reporter(reporter)
+        )
         console.print(f"{definition.name}: {len(paths)} files in {root / definition.name}")
 
 

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import itertools
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from gcdbench import paths, registry
 from gcdbench.api.executor import Outcome
 from gcdbench.api.record import METRIC_KEYS
 from gcdbench.cli.common import (
+    RichReporter,
     console,
     data_dir_option,
     err_console,
@@ -25,26 +23,8 @@ from gcdbench.cli.common import (
     parse_params,
     results_dir_option,
 )
-from gcdbench.runner.context import Reporter
 from gcdbench.runner.run import RunOptions, execute, resolve_spec, run_job
 from gcdbench.runner.store import ResultsStore, load_record
-
-
-class RichReporter(Reporter):
-    def message(self, text: str) -> None:
-        err_console.log(text)
-
-    @contextmanager
-    def task(self, description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-        )
-        with Progress(*columns, console=err_console, transient=True) as progress:
-            task_id = progress.add_task(description, total=total)
-            yield lambda advance: progress.advance(task_id, advance)
 
 
 @click.command()

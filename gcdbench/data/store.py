@@ -26,6 +26,7 @@ from gcdbench import __version__
 from gcdbench.api.dataset import DatasetDefinition, RemoteFile
 from gcdbench.errors import DataError
 from gcdbench.paths import cache_dir
+from gcdbench.util.files import sha256_file
 
 MIRROR_ENV = "GCDBENCH_DATA_MIRROR"
 DATA_ENV = "GCDBENCH_DATA"
@@ -79,6 +80,7 @@ def ensure_dataset(
     *,
     download: bool = True,
     mirror: str | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> Path:
     """``root/defn.name``, downloading its missing files first when ``root`` is the cache."""
     folder = Path(root) / defn.name
@@ -97,16 +99,8 @@ def ensure_dataset(
             f"{defn.name!r} is not downloaded ({folder} lacks {listed}); run "
             f"`gcdbench data download {defn.name}`"
         )
-    download_dataset(defn, root, mirror=mirror)
+    download_dataset(defn, root, mirror=mirror, on_progress=on_progress)
     return folder
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def file_url(defn: DatasetDefinition, file: RemoteFile, mirror: str | None) -> str:

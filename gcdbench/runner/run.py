@@ -9,7 +9,7 @@ from __future__ import annotations
 import tempfile
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +32,7 @@ from gcdbench.data.split import (
     make_split,
     save_split,
 )
-from gcdbench.data.store import ensure_dataset, resolve_data_root
+from gcdbench.data.store import DownloadEvent, ensure_dataset, resolve_data_root
 from gcdbench.encoders import encoder_factory
 from gcdbench.errors import GcdbenchError
 from gcdbench.metrics import evaluate, hungarian_mapping
@@ -112,7 +112,9 @@ def execute(spec: RunSpec, options: RunOptions, reporter: Reporter | None = None
     definition = registry.get("dataset", spec.dataset)
     root, origin = resolve_data_root(options.data_dir)
     reporter.message(f"loading {spec.dataset} from {root}")
-    folder = ensure_dataset(definition, root, origin, download=options.download)
+    folder = ensure_dataset(
+        definition, root, origin, download=options.download, on_progress=download_reporter(reporter)
+    )
     parts = definition.load(folder)
     t = lap("load", clock)
 
@@ -207,6 +209,19 @@ def run_job(spec: RunSpec, options: RunOptions) -> Outcome:
         return Outcome(spec, "failed", error=str(exc))
     except Exception:
         return Outcome(spec, "crashed", error=traceback.format_exc())
+
+
+def download_reporter(reporter: Reporter) -> Callable[[DownloadEvent], None]:
+    """Say what a download does: every retry (with its reason), every file fetched."""
+
+    def report(event: DownloadEvent) -> None:
+        if event.kind == "retry":
+            reporter.message(f"retry {event.retries} of {event.url}: {event.message}")
+        elif event.kind == "done":
+            retries = f" after {event.retries} retries" if event.retries else ""
+            reporter.message(f"downloaded {event.file} ({event.done_bytes:,} bytes){retries}")
+
+    return report
 
 
 def _no_encoder() -> Any:
