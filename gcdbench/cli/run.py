@@ -161,18 +161,20 @@ def _print_summary(outcomes: list[Outcome]) -> None:
         )
         if len(outcomes) == 1 or len({getattr(o.spec, key) for o in outcomes}) > 1
     ]
+    # A plan's table keeps to ACC/ARI/NMI so that it fits a terminal; one run shows all.
+    shown = METRIC_KEYS if len(outcomes) == 1 else ("acc", "ari", "nmi")
     table = Table(title="results (×100)")
-    table.add_column("run")
+    table.add_column("run", no_wrap=True)
     for title, _ in varying:
-        table.add_column(title)
+        table.add_column(title, no_wrap=True)
     table.add_column("status")
-    for key in METRIC_KEYS:
-        table.add_column(_HEADERS[key], justify="right")
+    for key in shown:
+        table.add_column(_HEADERS[key], justify="right", no_wrap=True)
     for outcome in outcomes:
-        values = ["–"] * len(METRIC_KEYS)
+        values = ["–"] * len(shown)
         if outcome.record_path:
             metrics = load_record(Path(outcome.record_path)).metrics
-            values = [f"{metrics[k]:.2f}" for k in METRIC_KEYS]
+            values = [f"{metrics[k]:.2f}" for k in shown]
         identity = [_fmt(getattr(outcome.spec, key)) for _, key in varying]
         table.add_row(outcome.spec.hash[:8], *identity, outcome.status, *values)
     console.print(table)

@@ -306,8 +306,8 @@ def render_markdown(
             f"## Known-class ratio {_percent(ratio)}",
             "",
             "ACC / ARI / NMI ×100: mean±std over the n seeds given in each dataset's n column; "
-            f"{_percent(DEFAULT_LABELED_RATIO)} of known-class training data labeled unless "
-            "the row says otherwise.",
+            f"{_percent(DEFAULT_LABELED_RATIO)} of known-class training data labeled and "
+            f"encoder {DEFAULT_ENCODER} unless the row says otherwise.",
             "",
             *_table(sub, ratio_refs, footnote_of),
             "",
