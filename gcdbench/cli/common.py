@@ -13,7 +13,7 @@ from gcdbench.errors import GcdbenchError
 from gcdbench.runner.context import Reporter
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, log_path=False)
 
 results_dir_option = click.option(
     "--results-dir",

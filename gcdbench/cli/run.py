@@ -150,7 +150,10 @@ def _print_outcome(outcome: Outcome) -> None:
 
 
 def _print_summary(outcomes: list[Outcome]) -> None:
-    """One row per run: the identity columns that vary, then the metrics."""
+    if len(outcomes) == 1:
+        _print_single(outcomes[0])
+        return
+    # A plan's table: the identity columns that vary, then ACC/ARI/NMI, to fit a terminal.
     varying = [
         (title, key)
         for title, key in (
@@ -159,22 +162,17 @@ def _print_summary(outcomes: list[Outcome]) -> None:
             ("known", "known_ratio"),
             ("seed", "seed"),
         )
-        if len(outcomes) == 1 or len({getattr(o.spec, key) for o in outcomes}) > 1
+        if len({getattr(o.spec, key) for o in outcomes}) > 1
     ]
-    # A plan's table keeps to ACC/ARI/NMI so that it fits a terminal; one run shows all.
-    shown = METRIC_KEYS if len(outcomes) == 1 else ("acc", "ari", "nmi")
+    shown = ("acc", "ari", "nmi")
     table = Table(title="results (×100)")
-    table.add_column("run", no_wrap=True)
-    for title, _ in varying:
+    for title in ["run", *(t for t, _ in varying), "status"]:
         table.add_column(title, no_wrap=True)
-    table.add_column("status")
     for key in shown:
         table.add_column(_HEADERS[key], justify="right", no_wrap=True)
     for outcome in outcomes:
-        values = ["–"] * len(shown)
-        if outcome.record_path:
-            metrics = load_record(Path(outcome.record_path)).metrics
-            values = [f"{metrics[k]:.2f}" for k in shown]
+        metrics = _metrics(outcome)
+        values = [f"{metrics[k]:.2f}" if metrics else "–" for k in shown]
         identity = [_fmt(getattr(outcome.spec, key)) for _, key in varying]
         table.add_row(outcome.spec.hash[:8], *identity, outcome.status, *values)
     console.print(table)
@@ -182,12 +180,35 @@ def _print_summary(outcomes: list[Outcome]) -> None:
         console.print("[dim]skipped: already in the results store; --force re-runs.[/dim]")
 
 
+def _print_single(outcome: Outcome) -> None:
+    spec = outcome.spec
+    console.print(
+        f"[bold]{spec.label}[/bold] on {spec.dataset}, known ratio {spec.known_ratio:g}, "
+        f"seed {spec.seed}: {outcome.status} (run {spec.hash[:10]})"
+    )
+    metrics = _metrics(outcome)
+    if metrics:
+        table = Table(title="metrics (×100)")
+        for key in METRIC_KEYS:
+            table.add_column(_HEADERS[key], justify="right", no_wrap=True)
+        table.add_row(*(f"{metrics[k]:.2f}" for k in METRIC_KEYS))
+        console.print(table)
+    if outcome.status == "skipped":
+        console.print("[dim]already in the results store; --force re-runs it.[/dim]")
+    elif outcome.record_path:
+        console.print(f"[dim]record: {outcome.record_path}[/dim]")
+
+
+def _metrics(outcome: Outcome) -> dict[str, float] | None:
+    return load_record(Path(outcome.record_path)).metrics if outcome.record_path else None
+
+
 _HEADERS = {
     "acc": "ACC",
     "ari": "ARI",
     "nmi": "NMI",
-    "known_acc": "known",
-    "novel_acc": "novel",
+    "known_acc": "known ACC",
+    "novel_acc": "novel ACC",
     "h_score": "H",
 }
 
