@@ -55,6 +55,7 @@ def _assert_user_error(result, *needles: str) -> None:
         (["run", "kmeans", "--param", "n_init=ten"], ["must be int", "n_init"]),
         (["run", "kmeans", "--param", "ninit=3"], ["Did you mean 'n_init'"]),
         (["run", "kmeans", "--encoder", "minilm"], ["unknown encoder"]),
+        (["run", "kmeans", "--preset", "cpu"], ["declares no presets"]),
         (["run", "kmeans", "--executor", "slurm"], ["unknown executor"]),
         (["run", "kmeans", "--seed", "x"], ["--seed takes integers"]),
         (["list", "method"], ["Did you mean 'methods'"]),

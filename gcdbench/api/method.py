@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from gcdbench.errors import GcdbenchError
+from gcdbench.errors import GcdbenchError, UnknownNameError
 
 if TYPE_CHECKING:
     from gcdbench.api.task import GCDTask
@@ -88,8 +88,6 @@ class Method(ABC):
     @classmethod
     def expand_ablations(cls, names: tuple[str, ...] | list[str]) -> frozenset[str]:
         """Validate ``--ablate`` names and expand group components into their parts."""
-        from gcdbench.errors import UnknownNameError
-
         known = {c.name: c for c in cls.components}
         if names and not known:
             raise GcdbenchError(
@@ -109,15 +107,13 @@ class Method(ABC):
         """Defaults, then the preset, then explicit overrides (strings from the CLI)."""
         fields = {f.name: f for f in dataclasses.fields(cls.Params)}
         values: dict[str, Any] = {}
-        if preset is not None and preset not in cls.presets and cls.presets:
-            from gcdbench.errors import UnknownNameError
-
+        if preset is not None and not cls.presets:
+            raise GcdbenchError(f"method {cls.name!r} declares no presets; drop --preset.")
+        if preset is not None and preset not in cls.presets:
             raise UnknownNameError(f"preset of method {cls.name!r}", preset, cls.presets)
-        values.update((cls.presets or {}).get(preset or "", {}))
+        values.update(cls.presets.get(preset, {}) if preset is not None else {})
         for key, raw in overrides.items():
             if key not in fields:
-                from gcdbench.errors import UnknownNameError
-
                 raise UnknownNameError(f"parameter of method {cls.name!r}", key, fields)
             values[key] = coerce(raw, fields[key], cls.name)
         return cls.Params(**values)
