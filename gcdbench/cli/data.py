@@ -24,7 +24,7 @@ def list_datasets(data_dir: str | None) -> None:
     root, origin = resolve_data_root(data_dir)
     table = Table(title=f"datasets ({root}, from {origin})")
     for column in ("name", "layout", "classes", "files", "present", "license"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column != "license")
     for name in registry.names("dataset"):
         d = registry.get("dataset", name)
         present = all((root / name / f.name).is_file() for f in d.files if f.required)
@@ -32,7 +32,7 @@ def list_datasets(data_dir: str | None) -> None:
             name,
             d.layout,
             str(d.num_classes),
-            ", ".join(f.name for f in d.files),
+            ",".join(f.name.removesuffix(".tsv") for f in d.files),
             "yes" if present else "no",
             d.license,
         )
