@@ -173,3 +173,47 @@ def test_data_download_command(tmp_path, mirror):
         "test.tsv",
         "train.tsv",
     ]
+
+
+def test_modified_data_is_flagged(gcd, tmp_path, shared_data):
+    data = tmp_path / "data"
+    shutil.copytree(shared_data / "massive_scenario", data / "massive_scenario")
+    with open(data / "massive_scenario" / "small.jsonl", "a", encoding="utf-8") as fh:
+        fh.write('{"task": "x", "input": "wake me up at seven", "label": "alarm"}\n')
+    result = gcd("run", "kmeans", *FAST, data=data)
+    assert result.exit_code == 0, result.output
+    assert "differs from the published file" in result.stderr
+    record = json.loads(next(gcd.results.rglob("record.json")).read_text())
+    assert record["data"]["files"] == [
+        {"name": "small.jsonl", "sha256": record["data"]["files"][0]["sha256"], "verified": False}
+    ]
+
+
+def test_process_executor_runs_a_plan(gcd):
+    result = gcd("run", "kmeans", *FAST, "--seeds", "7,8", "--executor", "processes",
+                 "--workers", "2")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    seeds = sorted(
+        json.loads(p.read_text())["spec"]["seed"] for p in gcd.results.rglob("record.json")
+    )
+    assert seeds == [7, 8]
+
+
+def test_a_crashing_run_does_not_stop_the_plan(gcd, monkeypatch):
+    from gcdbench_builtins import kmeans
+
+    real_run = kmeans.KMeans.run
+
+    def flaky(self, task, ctx):
+        if ctx.seed == 11:
+            raise RuntimeError("boom")
+        return real_run(self, task, ctx)
+
+    monkeypatch.setattr(kmeans.KMeans, "run", flaky)
+    result = gcd("run", "kmeans", *FAST, "--seeds", "10-12")
+    assert result.exit_code == 1
+    assert "crashed" in result.stderr and "RuntimeError: boom" in result.stderr
+    seeds = sorted(
+        json.loads(p.read_text())["spec"]["seed"] for p in gcd.results.rglob("record.json")
+    )
+    assert seeds == [10, 12]

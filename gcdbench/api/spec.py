@@ -36,7 +36,7 @@ class RunSpec:
     seed: int
     labeled_ratio: float = DEFAULT_LABELED_RATIO
     ablations: tuple[str, ...] = ()
-    encoder: str = DEFAULT_ENCODER
+    encoder: str | None = DEFAULT_ENCODER  # None for methods that use no encoder
     llm: str | None = None
     preset: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)

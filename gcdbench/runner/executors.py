@@ -6,6 +6,7 @@ content-addressed by spec hash, so workers never collide.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -41,7 +42,10 @@ class ProcessExecutor(Executor):
 
     def map(self, job: Callable[[RunSpec], Outcome], specs: Sequence[RunSpec]) -> list[Outcome]:
         results: dict[int, Outcome] = {}
-        with ProcessPoolExecutor(max_workers=self.workers) as pool:
+        # Fresh interpreters: forking a process whose torch/BLAS threads are running can
+        # deadlock the children.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=self.workers, mp_context=context) as pool:
             futures = {pool.submit(job, spec): i for i, spec in enumerate(specs)}
             for future in as_completed(futures):
                 outcome = future.result()

@@ -23,7 +23,7 @@ from gcdbench.api.dataset import DatasetParts
 from gcdbench.api.executor import Outcome
 from gcdbench.api.method import Method, MethodOutput, params_dict
 from gcdbench.api.record import ResultRecord
-from gcdbench.api.spec import RunSpec
+from gcdbench.api.spec import DEFAULT_ENCODER, RunSpec
 from gcdbench.api.task import GCDTask, Gold
 from gcdbench.data.split import (
     build_task,
@@ -72,10 +72,11 @@ def resolve_spec(
     check_known_classes(definition.num_classes, known_ratio)
     method_cls.expand_ablations(list(ablations))
     params = method_cls.resolve_params(preset, dict(overrides or {}))
-    uses_encoder = "encoder" in method_cls.uses
-    if uses_encoder:
-        encoder = encoder or RunSpec.__dataclass_fields__["encoder"].default
+    if "encoder" in method_cls.uses:
+        encoder = encoder or DEFAULT_ENCODER
         encoder_factory(encoder)  # an unknown name fails here, not mid-run
+    else:
+        encoder = None
     return RunSpec(
         method=method,
         dataset=dataset,
@@ -83,7 +84,7 @@ def resolve_spec(
         seed=seed,
         labeled_ratio=labeled_ratio,
         ablations=tuple(ablations),
-        encoder=encoder if uses_encoder else None,  # type: ignore[arg-type]
+        encoder=encoder,
         llm=llm,
         preset=preset,
         params=params_dict(params),
@@ -116,6 +117,13 @@ def execute(spec: RunSpec, options: RunOptions, reporter: Reporter | None = None
         definition, root, origin, download=options.download, on_progress=download_reporter(reporter)
     )
     parts = definition.load(folder)
+    published = {f.name for f in definition.files}
+    for file in parts.files:
+        if file.name in published and not file.verified:
+            reporter.message(
+                f"warning: {folder / file.name} differs from the published file (sha256 "
+                f"{file.sha256[:12]}…); the record marks it unverified"
+            )
     t = lap("load", clock)
 
     split = make_split(
