@@ -217,3 +217,14 @@ def test_a_crashing_run_does_not_stop_the_plan(gcd, monkeypatch):
         json.loads(p.read_text())["spec"]["seed"] for p in gcd.results.rglob("record.json")
     )
     assert seeds == [10, 12]
+
+
+def test_ray_executor_runs_a_plan(gcd):
+    pytest.importorskip("ray")
+    result = gcd("run", "kmeans", *FAST, "--seeds", "20,21", "--executor", "ray",
+                 "--workers", "2")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    seeds = sorted(
+        json.loads(p.read_text())["spec"]["seed"] for p in gcd.results.rglob("record.json")
+    )
+    assert seeds == [20, 21]

@@ -124,7 +124,13 @@ def run(
         )
     ]
     executor_cls = registry.get("executor", executor)
-    options = RunOptions(paths.results_dir(results_dir), data_dir, force, not no_download)
+    # Absolute, so that workers in other folders (Ray, Slurm) write and read the same places.
+    options = RunOptions(
+        paths.results_dir(results_dir).resolve(),
+        str(Path(data_dir).resolve()) if data_dir else None,
+        force,
+        not no_download,
+    )
     ResultsStore(options.results_dir).check_writable()
 
     if len(specs) == 1 and executor == "local":

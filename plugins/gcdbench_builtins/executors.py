@@ -1,12 +1,15 @@
-"""Built-in executors: ``local`` (sequential) and ``processes`` (a worker pool)."""
+"""Built-in executors: ``local`` (sequential), ``processes`` (a worker pool) and ``ray``
+(Ray tasks, locally or on a cluster; Ray itself is the optional extra ``gcdbench[ray]``)."""
 
 from __future__ import annotations
 
 from gcdbench import hookimpl
 from gcdbench.runner.executors import LocalExecutor, ProcessExecutor
+from gcdbench.runner.ray_executor import RayExecutor
 
 
 @hookimpl
 def register_executors(register):
     register(LocalExecutor)
     register(ProcessExecutor)
+    register(RayExecutor)
