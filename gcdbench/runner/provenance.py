@@ -34,6 +34,10 @@ PACKAGES = (
 def git_state() -> dict[str, Any]:
     """Commit and dirty flag of the gcdbench source tree, when it is a git checkout."""
     root = Path(gcdbench.__file__).resolve().parent.parent
+    # An installed copy in site-packages has no commit of its own; asking git there could
+    # report whatever repository happens to contain the virtualenv.
+    if not (root / ".git").exists():
+        return {"commit": None, "dirty": None}
     try:
         commit = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"],
