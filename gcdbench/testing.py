@@ -21,7 +21,6 @@ import json
 import random
 import tempfile
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +104,11 @@ def _context(
     if isinstance(encoder, str):
         factory = encoder_factory(encoder)
     else:
-        factory = partial(lambda e: e, encoder or BagOfWordsEncoder())
+        instance = encoder or BagOfWordsEncoder()
+
+        def factory() -> Encoder:
+            return instance
+
     spec = RunSpec(method_cls.name, "tiny", 0.5, seed, 0.5, params=params_dict(params))
     texts = {p.file.sha256: list(p.texts) for p in (parts.train, parts.dev, parts.test) if p}
     return RunContext(spec, texts, factory, work_dir, features=FeatureCache(work_dir / "features"))

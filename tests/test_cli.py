@@ -189,14 +189,17 @@ def test_modified_data_is_flagged(gcd, tmp_path, shared_data):
     ]
 
 
-def test_process_executor_runs_a_plan(gcd):
-    result = gcd("run", "kmeans", *FAST, "--seeds", "7,8", "--executor", "processes",
-                 "--workers", "2")  # fmt: skip
+@pytest.mark.parametrize(("executor", "seeds"), [("processes", [7, 8]), ("ray", [20, 21])])
+def test_parallel_executors_run_a_plan(gcd, executor, seeds):
+    if executor == "ray":
+        pytest.importorskip("ray")
+    plan = ",".join(map(str, seeds))
+    result = gcd("run", "kmeans", *FAST, "--seeds", plan, "--executor", executor, "--workers", "2")
     assert result.exit_code == 0, result.output
-    seeds = sorted(
+    written = sorted(
         json.loads(p.read_text())["spec"]["seed"] for p in gcd.results.rglob("record.json")
     )
-    assert seeds == [7, 8]
+    assert written == seeds
 
 
 def test_a_crashing_run_does_not_stop_the_plan(gcd, monkeypatch):
@@ -217,14 +220,3 @@ def test_a_crashing_run_does_not_stop_the_plan(gcd, monkeypatch):
         json.loads(p.read_text())["spec"]["seed"] for p in gcd.results.rglob("record.json")
     )
     assert seeds == [10, 12]
-
-
-def test_ray_executor_runs_a_plan(gcd):
-    pytest.importorskip("ray")
-    result = gcd("run", "kmeans", *FAST, "--seeds", "20,21", "--executor", "ray",
-                 "--workers", "2")  # fmt: skip
-    assert result.exit_code == 0, result.output
-    seeds = sorted(
-        json.loads(p.read_text())["spec"]["seed"] for p in gcd.results.rglob("record.json")
-    )
-    assert seeds == [20, 21]

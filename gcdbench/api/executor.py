@@ -21,10 +21,24 @@ class Outcome:
 
 class Executor(ABC):
     """Runs ``job(spec)`` for every spec. ``job`` is a picklable top-level callable that
-    returns an :class:`Outcome` and never raises for a failed run."""
+    returns an :class:`Outcome` and never raises for a failed run. ``on_outcome`` is called
+    in the calling process as each run finishes, in completion order."""
 
     name: str
     description: str = ""
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        on_outcome: Callable[[Outcome], None] | None = None,
+    ) -> None:
+        self.workers = workers
+        self.on_outcome = on_outcome
+
+    def report(self, outcome: Outcome) -> Outcome:
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
+        return outcome
 
     @abstractmethod
     def map(self, job: Callable[[RunSpec], Outcome], specs: Sequence[RunSpec]) -> list[Outcome]: ...

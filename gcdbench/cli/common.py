@@ -31,7 +31,8 @@ data_dir_option = click.option(
 
 
 def parse_ints(values: tuple[str, ...], name: str) -> list[int]:
-    """``0,1,2`` / ``0-4`` / repeated options -> a sorted list of distinct ints."""
+    """``0,1,2`` / ``0-4`` / repeated options -> a sorted list of distinct ints (the inverse
+    of :func:`gcdbench.report.leaderboard.format_ints`)."""
     out: set[int] = set()
     for value in values:
         for piece in value.split(","):
@@ -49,23 +50,6 @@ def parse_ints(values: tuple[str, ...], name: str) -> list[int]:
                     f"{name} takes integers, lists or ranges (e.g. 0,1,2 or 0-4), got {value!r}."
                 ) from None
     return sorted(out)
-
-
-def format_ints(values: set[int] | list[int]) -> str:
-    """The inverse of :func:`parse_ints`: ``{0, 1, 2, 5}`` -> ``0-2,5``."""
-    ordered = sorted(set(values))
-    pieces: list[str] = []
-    start = prev = ordered[0]
-    for value in [*ordered[1:], None]:
-        if value is not None and value == prev + 1:
-            prev = value
-            continue
-        pieces.append(
-            f"{start}-{prev}" if prev > start + 1 else ",".join(map(str, range(start, prev + 1)))
-        )
-        if value is not None:
-            start = prev = value
-    return ",".join(pieces)
 
 
 def parse_floats(values: tuple[str, ...], name: str) -> list[float]:

@@ -137,8 +137,7 @@ def run(
         # A single run raises its user errors straight to the one-line handler.
         outcomes = [execute(specs[0], options, RichReporter())]
     else:
-        pool = executor_cls(workers=workers)
-        pool.on_outcome = _print_outcome
+        pool = executor_cls(workers=workers, on_outcome=_print_outcome)
         outcomes = pool.map(partial(run_job, options=options), specs)
     _print_summary(outcomes)
     failed = [o for o in outcomes if o.status in {"failed", "crashed"}]

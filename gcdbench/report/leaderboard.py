@@ -320,10 +320,25 @@ def render_markdown(
     return "\n".join(lines)
 
 
+def format_ints(values: set[int] | list[int]) -> str:
+    """How ``--seeds`` takes them: ``{0, 1, 2, 5}`` -> ``0-2,5``."""
+    ordered = sorted(set(values))
+    pieces: list[str] = []
+    start = prev = ordered[0]
+    for value in [*ordered[1:], None]:
+        if value is not None and value == prev + 1:
+            prev = value
+            continue
+        pieces.append(
+            f"{start}-{prev}" if prev > start + 1 else ",".join(map(str, range(start, prev + 1)))
+        )
+        if value is not None:
+            start = prev = value
+    return ",".join(pieces)
+
+
 def reproduce_commands(records: Iterable[ResultRecord]) -> list[str]:
     """The ``gcdbench run`` commands that produce these records, one per configuration."""
-    from gcdbench.cli.common import format_ints
-
     plans: dict[str, dict[str, Any]] = {}
     for record in records:
         spec = record.spec

@@ -19,37 +19,22 @@ class LocalExecutor(Executor):
     name = "local"
     description = "one run after another in this process (the default)"
 
-    def __init__(self, workers: int | None = None) -> None:
-        self.on_outcome: Callable[[Outcome], None] | None = None
-
     def map(self, job: Callable[[RunSpec], Outcome], specs: Sequence[RunSpec]) -> list[Outcome]:
-        outcomes = []
-        for spec in specs:
-            outcome = job(spec)
-            outcomes.append(outcome)
-            if self.on_outcome:
-                self.on_outcome(outcome)
-        return outcomes
+        return [self.report(job(spec)) for spec in specs]
 
 
 class ProcessExecutor(Executor):
     name = "processes"
     description = "runs in parallel worker processes (--workers N, default: CPU count)"
 
-    def __init__(self, workers: int | None = None) -> None:
-        self.workers = workers or os.cpu_count() or 1
-        self.on_outcome: Callable[[Outcome], None] | None = None
-
     def map(self, job: Callable[[RunSpec], Outcome], specs: Sequence[RunSpec]) -> list[Outcome]:
         results: dict[int, Outcome] = {}
         # Fresh interpreters: forking a process whose torch/BLAS threads are running can
         # deadlock the children.
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=self.workers, mp_context=context) as pool:
+        workers = self.workers or os.cpu_count() or 1
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             futures = {pool.submit(job, spec): i for i, spec in enumerate(specs)}
             for future in as_completed(futures):
-                outcome = future.result()
-                results[futures[future]] = outcome
-                if self.on_outcome:
-                    self.on_outcome(outcome)
+                results[futures[future]] = self.report(future.result())
         return [results[i] for i in range(len(specs))]

@@ -26,15 +26,18 @@ class RayExecutor(Executor):
         "RAY_ADDRESS; needs `pip install 'gcdbench[ray]'`"
     )
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(
+        self,
+        workers: int | None = None,
+        on_outcome: Callable[[Outcome], None] | None = None,
+    ) -> None:
         try:
             import ray  # noqa: F401
         except ImportError:
             raise GcdbenchError(
                 "the ray executor needs Ray; install it with `pip install 'gcdbench[ray]'`."
             ) from None
-        self.workers = workers
-        self.on_outcome: Callable[[Outcome], None] | None = None
+        super().__init__(workers, on_outcome)
 
     def map(self, job: Callable[[RunSpec], Outcome], specs: Sequence[RunSpec]) -> list[Outcome]:
         import ray
@@ -56,10 +59,7 @@ class RayExecutor(Executor):
             pending = list(index)
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
-                outcome = ray.get(done[0])
-                results[index[done[0]]] = outcome
-                if self.on_outcome:
-                    self.on_outcome(outcome)
+                results[index[done[0]]] = self.report(ray.get(done[0]))
             return [results[i] for i in range(len(specs))]
         finally:
             if started_here:

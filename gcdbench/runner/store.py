@@ -93,8 +93,10 @@ class ResultsStore:
             return as_path
         if (as_path / RECORD).is_file():
             return as_path / RECORD
+        # Folders are named by the hash's first 16 characters; only a longer id needs a read.
         matches = [p for p in self.record_paths() if p.parent.name.startswith(prefix[:16])]
-        matches = [p for p in matches if load_record(p).spec.hash.startswith(prefix)]
+        if len(prefix) > 16:
+            matches = [p for p in matches if load_record(p).spec.hash.startswith(prefix)]
         if not matches:
             raise GcdbenchError(
                 f"no run {prefix!r} in {self.root}; `gcdbench show` with no argument lists runs."
