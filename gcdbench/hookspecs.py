@@ -54,3 +54,8 @@ def register_loss_hooks(register: Register) -> None:
 @hookspec
 def register_executors(register: Register) -> None:
     """Register :class:`gcdbench.api.Executor` classes."""
+
+
+@hookspec
+def register_llm_backends(register: Register) -> None:
+    """Register :class:`gcdbench.llm.api.BackendFactory` instances."""

@@ -27,6 +27,7 @@ KINDS: dict[str, str] = {
     "feedback": "register_feedback_providers",
     "loss": "register_loss_hooks",
     "executor": "register_executors",
+    "llm": "register_llm_backends",
 }
 
 

@@ -23,6 +23,8 @@ _KIND_ALIASES = {
     "losses": "loss",
     "loss-hooks": "loss",
     "executors": "executor",
+    "llms": "llm",
+    "llm-backends": "llm",
 }
 
 
@@ -51,7 +53,7 @@ def plugins(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_(kind: str, as_json: bool) -> None:
     """List what is registered of KIND: methods, datasets, encoders, miners, feedback,
-    losses or executors."""
+    losses, executors or llms."""
     if kind not in _KIND_ALIASES:
         raise UnknownNameError("kind", kind, _KIND_ALIASES)
     kind = _KIND_ALIASES[kind]

@@ -1,0 +1,1 @@
+"""LLM backends: one module per backend, the interface in :mod:`gcdbench.llm.api`."""
