@@ -10,12 +10,44 @@ import numpy as np
 
 @dataclass(frozen=True)
 class ClusterState:
-    """What a miner sees of the current round: features, clusters and soft assignments."""
+    """What a miner sees of the current round: features, clusters and soft assignments.
+
+    The pool is ordered labeled-first (as in :class:`gcdbench.api.GCDTask`), so rows
+    ``< num_labeled`` are the labeled samples. ``soft`` is the sharpened DEC target ``p``
+    (not the raw Student-t ``q``): it is what entropy and candidate ranking use downstream.
+    :func:`gcdbench.training.mining.cluster_state` fills every field.
+    """
 
     features: np.ndarray  # N x d
     assignments: np.ndarray  # N hard cluster ids
-    soft: np.ndarray  # N x K soft assignment (rows sum to 1)
+    soft: np.ndarray  # N x K soft assignment p (rows sum to 1)
     neighbours: np.ndarray  # N x k indices of nearest neighbours, self excluded
+    centers: np.ndarray | None = None  # K x d cluster centres
+    entropy: np.ndarray | None = None  # N, per-sample assignment entropy (see ``variant``)
+    variant: str = "paper"  # "paper" or "official": how soft/entropy/neighbours were computed
+    num_labeled: int = 0  # pool rows < num_labeled are labeled
+
+    def __post_init__(self) -> None:
+        n = len(self.features)
+        shapes = {
+            "assignments": len(self.assignments),
+            "soft": len(self.soft),
+            "neighbours": len(self.neighbours),
+        }
+        if self.entropy is not None:
+            shapes["entropy"] = len(self.entropy)
+        wrong = {name: rows for name, rows in shapes.items() if rows != n}
+        if wrong:
+            from gcdbench.errors import GcdbenchError
+
+            raise GcdbenchError(
+                f"ClusterState has {n} feature rows but {wrong}; build every field over the "
+                "same pool (gcdbench.training.mining.cluster_state does)."
+            )
+
+    @property
+    def size(self) -> int:
+        return len(self.features)
 
 
 class Miner(ABC):
