@@ -1,0 +1,79 @@
+"""Typed access to ``--llm-option key=value`` strings, with one clear error per mistake."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from gcdbench.errors import GcdbenchError, UnknownNameError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class BackendOptions:
+    """The options one backend accepts; an unknown key fails with a did-you-mean."""
+
+    def __init__(self, backend: str, options: Mapping[str, str], known: Iterable[str]) -> None:
+        self.backend = backend
+        self.values = {str(k): str(v) for k, v in options.items()}
+        known = set(known)
+        for key in self.values:
+            if key not in known:
+                raise UnknownNameError(f"option of the {backend} backend", key, known)
+
+    def text(self, key: str, default: str | None = None) -> str | None:
+        return self.values.get(key, default)
+
+    def choice(self, key: str, default: str, allowed: Iterable[str]) -> str:
+        allowed = list(allowed)
+        value = self.values.get(key, default)
+        if value not in allowed:
+            raise GcdbenchError(
+                f"{self.backend} option {key}={value!r} is not one of {', '.join(allowed)}; "
+                f"pass --llm-option {key}=<one of them>."
+            )
+        return value
+
+    def integer(self, key: str, default: int, minimum: int | None = None) -> int:
+        raw = self.values.get(key)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise GcdbenchError(
+                f"{self.backend} option {key}={raw!r} is not an integer; pass e.g. {key}={default}."
+            ) from None
+        if minimum is not None and value < minimum:
+            raise GcdbenchError(
+                f"{self.backend} option {key}={value} is below {minimum}; pass a larger value."
+            )
+        return value
+
+    def number(self, key: str, default: float, minimum: float | None = None) -> float:
+        raw = self.values.get(key)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise GcdbenchError(
+                f"{self.backend} option {key}={raw!r} is not a number; pass e.g. {key}={default}."
+            ) from None
+        if minimum is not None and value < minimum:
+            raise GcdbenchError(
+                f"{self.backend} option {key}={value} is below {minimum}; pass a larger value."
+            )
+        return value
+
+    def flag(self, key: str, default: bool) -> bool:
+        raw = self.values.get(key)
+        if raw is None:
+            return default
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise GcdbenchError(
+            f"{self.backend} option {key}={raw!r} is not a yes/no value; pass {key}=true or false."
+        )
