@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import pytest
+from llm_servers import llama_server, scripted_server  # noqa: F401 - LLM server fixtures
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -30,6 +30,7 @@ class ResultRecord:
     encoder: dict[str, Any] | None
     provenance: dict[str, Any]
     llm: dict[str, Any] | None = None
+    feedback: dict[str, Any] | None = None  # provider, simulated flag, templates, statistics
     clusters: list[dict[str, Any]] = field(default_factory=list)
     diagnostics: dict[str, Any] = field(default_factory=dict)
     predictions_file: str = "predictions.csv"

@@ -28,7 +28,7 @@ def cli() -> None:
 
 
 def _add_commands() -> None:
-    from gcdbench.cli import data, leaderboard, listing, run, show
+    from gcdbench.cli import data, leaderboard, listing, llm, run, show
 
     cli.add_command(run.run)
     cli.add_command(listing.plugins)
@@ -36,6 +36,7 @@ def _add_commands() -> None:
     cli.add_command(data.data)
     cli.add_command(leaderboard.leaderboard)
     cli.add_command(show.show)
+    cli.add_command(llm.llm)
 
 
 _add_commands()

@@ -23,6 +23,7 @@ from gcdbench.cli.common import (
     parse_params,
     results_dir_option,
 )
+from gcdbench.feedback.resolve import option_pairs
 from gcdbench.runner.run import RunOptions, execute, resolve_spec, run_job
 from gcdbench.runner.store import ResultsStore, load_record
 
@@ -81,6 +82,33 @@ from gcdbench.runner.store import ResultsStore, load_record
     metavar="KEY=VALUE",
     help="Override a method parameter (repeatable).",
 )
+@click.option(
+    "--llm",
+    default=None,
+    metavar="SPEC",
+    help="Feedback for methods that ask it: oracle, noisy-oracle:0.8, llamacpp[:MODEL], "
+    "openai:gpt-4o-mini, … [default: llamacpp].",
+)
+@click.option(
+    "--llm-option",
+    "llm_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Provider or backend option, e.g. order_consistency=2 (repeatable; part of the spec).",
+)
+@click.option("--llm-offline", is_flag=True, help="Replay the feedback ledger; fail on a miss.")
+@click.option(
+    "--llm-budget",
+    default=None,
+    metavar="N|Xusd",
+    help="Stop asking after N backend requests and/or X dollars (e.g. 2000 or 0.50usd).",
+)
+@click.option(
+    "--ledger",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Feedback ledger file [env GCDBENCH_LEDGER; default <cache>/ledger.sqlite].",
+)
 @data_dir_option
 @results_dir_option
 @click.option("--force", is_flag=True, help="Re-run specs that already have a record.")
@@ -97,6 +125,11 @@ def run(
     encoder: str | None,
     preset: str | None,
     params: tuple[str, ...],
+    llm: str | None,
+    llm_options: tuple[str, ...],
+    llm_offline: bool,
+    llm_budget: str | None,
+    ledger: str | None,
     data_dir: str | None,
     results_dir: str | None,
     force: bool,
@@ -118,6 +151,9 @@ def run(
             encoder=encoder,
             preset=preset,
             overrides=overrides,
+            llm=llm,
+            llm_options=option_pairs(llm_options),
+            llm_budget=llm_budget,
         )
         for dataset, ratio, seed in itertools.product(
             names, parse_floats(known_ratios, "--known-ratio"), parse_ints(seeds, "--seed")
@@ -130,6 +166,8 @@ def run(
         str(Path(data_dir).resolve()) if data_dir else None,
         force,
         not no_download,
+        llm_offline=llm_offline,
+        ledger=str(Path(ledger).resolve()) if ledger else None,
     )
     ResultsStore(options.results_dir).check_writable()
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from gcdbench.api.encoder import Encoder
+from gcdbench.api.feedback import FeedbackProvider
 from gcdbench.api.spec import RunSpec
 from gcdbench.api.task import TaskPart
 from gcdbench.encoders.cache import FeatureCache
@@ -42,7 +43,10 @@ class RunContext:
     reporter: Reporter = field(default_factory=Reporter)
     features: FeatureCache = field(default_factory=FeatureCache)
     timings: dict[str, float] = field(default_factory=dict)
+    # Built on first use from the spec's --llm; the oracle gets gold labels from the runner.
+    feedback_factory: Callable[[], FeedbackProvider] | None = None
     _encoder: Encoder | None = None
+    _feedback: FeedbackProvider | None = None
 
     @property
     def seed(self) -> int:
@@ -61,6 +65,23 @@ class RunContext:
     @property
     def encoder_loaded(self) -> bool:
         return self._encoder is not None
+
+    @property
+    def feedback(self) -> FeedbackProvider:
+        """The run's feedback provider (methods that list "feedback" in ``uses``)."""
+        if self._feedback is None:
+            if self.feedback_factory is None:
+                from gcdbench.errors import GcdbenchError
+
+                raise GcdbenchError(
+                    "this method declares no feedback in `uses`; add 'feedback' to ask any."
+                )
+            self._feedback = self.feedback_factory()
+        return self._feedback
+
+    @property
+    def feedback_loaded(self) -> bool:
+        return self._feedback is not None
 
     def embed(self, part: TaskPart, encoder: Encoder | None = None) -> np.ndarray:
         """Features of ``part``'s rows, computed once per (encoder, data file) and cached."""

@@ -12,6 +12,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pandas as pd
 from gcdbench import registry
 from gcdbench.api.dataset import DatasetParts
 from gcdbench.api.executor import Outcome
+from gcdbench.api.feedback import FeedbackEnv
 from gcdbench.api.method import Method, MethodOutput, params_dict
 from gcdbench.api.record import ResultRecord
 from gcdbench.api.spec import DEFAULT_ENCODER, RunSpec
@@ -35,6 +37,7 @@ from gcdbench.data.split import (
 from gcdbench.data.store import DownloadEvent, ensure_dataset, resolve_data_root
 from gcdbench.encoders import encoder_factory
 from gcdbench.errors import GcdbenchError
+from gcdbench.feedback.resolve import open_feedback, resolve_llm
 from gcdbench.metrics import evaluate, hungarian_mapping
 from gcdbench.runner import provenance
 from gcdbench.runner.context import Reporter, RunContext
@@ -49,6 +52,8 @@ class RunOptions:
     data_dir: str | None = None
     force: bool = False
     download: bool = True
+    llm_offline: bool = False  # replay the feedback ledger; a miss is an error
+    ledger: str | None = None  # the feedback ledger file (default: <cache>/ledger.sqlite)
 
 
 def resolve_spec(
@@ -63,6 +68,8 @@ def resolve_spec(
     llm: str | None = None,
     preset: str | None = None,
     overrides: Mapping[str, Any] | None = None,
+    llm_options: Mapping[str, str] | None = None,
+    llm_budget: str | None = None,
 ) -> RunSpec:
     """Validate a request and pin every value that shapes the result."""
     method_cls: type[Method] = registry.get("method", method)
@@ -77,6 +84,14 @@ def resolve_spec(
         encoder_factory(encoder)  # an unknown name fails here, not mid-run
     else:
         encoder = None
+    if "feedback" in method_cls.uses:
+        # Canonical and validated: options and budget change answers, so they join the hash.
+        llm = resolve_llm(llm, llm_options, llm_budget)
+    elif (llm is not None and "llm" not in method_cls.uses) or llm_options or llm_budget:
+        raise GcdbenchError(
+            f"method {method!r} asks no LLM feedback, so --llm, --llm-option and "
+            "--llm-budget do not apply; drop them."
+        )
     return RunSpec(
         method=method,
         dataset=dataset,
@@ -137,6 +152,13 @@ def execute(spec: RunSpec, options: RunOptions, reporter: Reporter | None = None
     method = method_cls(
         method_cls.Params(**spec.params), method_cls.expand_ablations(list(spec.ablations))
     )
+    feedback_env = FeedbackEnv(
+        seed=spec.seed,
+        gold=gold,
+        ledger_path=Path(options.ledger) if options.ledger else None,
+        offline=options.llm_offline,
+        run_hash=spec.hash,
+    )
     with tempfile.TemporaryDirectory(prefix="gcdbench-run-") as work:
         ctx = RunContext(
             spec=spec,
@@ -144,9 +166,17 @@ def execute(spec: RunSpec, options: RunOptions, reporter: Reporter | None = None
             encoder_factory=encoder_factory(spec.encoder) if spec.encoder else _no_encoder,
             work_dir=Path(work),
             reporter=reporter,
+            feedback_factory=partial(open_feedback, spec.llm, feedback_env)
+            if "feedback" in method_cls.uses and spec.llm
+            else None,
         )
         reporter.message(f"running {spec.label} (seed {spec.seed})")
-        output = method.run(task, ctx)
+        try:
+            output = method.run(task, ctx)
+        finally:
+            feedback = ctx.feedback.describe() if ctx.feedback_loaded else None
+            if ctx.feedback_loaded:
+                ctx.feedback.close()
     _check_output(output, task, spec)
     t = lap("method", t)
 
@@ -190,6 +220,7 @@ def execute(spec: RunSpec, options: RunOptions, reporter: Reporter | None = None
             },
         },
         encoder=ctx.encoder.describe() if ctx.encoder_loaded else None,
+        feedback=feedback,
         provenance={
             **provenance.collect(),
             "started_at": started.isoformat(timespec="seconds"),

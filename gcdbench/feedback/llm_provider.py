@@ -1,0 +1,285 @@
+"""The LLM feedback provider: render → ledger lookup → one batched backend call → parse.
+
+Per batch of queries: every query is rendered (k prompts with order consistency), the ledger
+answers what it already holds, and the misses go to the backend in one ``chat`` call (in
+slices when a dollar budget has to be checked between them). Answers that are not usable say
+why in ``Answer.status``; the run's record counts each status per kind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from gcdbench.api.feedback import (
+    BUDGET_EXHAUSTED,
+    ERROR,
+    INCONSISTENT,
+    LOW_CONFIDENCE,
+    OK,
+    PARSE_FAILURE,
+    Answer,
+    FeedbackProvider,
+    Query,
+)
+from gcdbench.errors import GcdbenchError
+from gcdbench.feedback import kinds
+from gcdbench.feedback.accounting import Budget, FeedbackStats
+from gcdbench.feedback.asking import Ask, LLMOptions, build_asks, decode
+from gcdbench.feedback.ledger import Entry, Ledger, ledger_key
+from gcdbench.llm.api import Backend, ChatResult
+
+_SECRET_WORDS = ("key", "token", "secret", "password")
+_DOLLAR_SLICE = 16  # requests per backend call while a dollar budget is being watched
+
+
+class LLMFeedbackProvider(FeedbackProvider):
+    name = "llm"
+    description = "answers queries with an LLM backend, through the feedback ledger"
+    simulated = False
+
+    def __init__(
+        self,
+        backend: Backend,
+        ledger: Ledger | None,
+        options: LLMOptions | None = None,
+        *,
+        budget: Budget | None = None,
+        offline: bool = False,
+        run_hash: str = "",
+        spec: str = "",
+    ) -> None:
+        if offline and ledger is None:
+            raise GcdbenchError("--llm-offline replays the ledger, so it needs one; drop it.")
+        self.backend = backend
+        self.ledger = ledger
+        self.options = options or LLMOptions()
+        self.offline = offline
+        self.run_hash = run_hash
+        self.spec = spec
+        self.stats = FeedbackStats(budget=budget)
+        self.templates: dict[str, str] = {}
+        # What answers, without anything secret, as ledger keys and records hold it.
+        self.identity = {
+            "backend": backend.name,
+            **{
+                k: str(v)
+                for k, v in backend.identity.items()
+                if not any(word in k.lower() for word in _SECRET_WORDS)
+            },
+        }
+
+    # -- the batch path ---------------------------------------------------------------------
+
+    def render(self, query: Query) -> list[Ask]:
+        return build_asks(0, query, self.backend, self.options)
+
+    def answer(self, queries: Sequence[Query]) -> list[Answer]:
+        asks = [
+            a for i, q in enumerate(queries) for a in build_asks(i, q, self.backend, self.options)
+        ]
+        for ask in asks:
+            self.templates[ask.template_id] = ask.template_sha256
+        keys = [
+            ledger_key(self.identity, a.template_id, a.template_sha256, a.request) for a in asks
+        ]
+        stored = self.ledger.get_many(keys) if self.ledger is not None else {}
+        missing = list(dict.fromkeys(k for k in keys if k not in stored))
+        if missing and self.offline:
+            self._offline_miss(asks, keys, stored, len(queries))
+        fresh, refused = self._ask_backend(asks, keys, missing)
+
+        per_query: dict[int, list[tuple[Ask, str, Any]]] = {}
+        seen_hit: set[str] = set()
+        for ask, key in zip(asks, keys, strict=True):
+            stats = self.stats.kind(ask.kind.name)
+            stats.requests += 1
+            if key in stored:
+                if key not in seen_hit:
+                    stats.ledger_hits += 1
+                    seen_hit.add(key)
+                entry = stored[key]
+                result = ChatResult(
+                    text=entry.raw_text,
+                    prompt_tokens=entry.prompt_tokens,
+                    completion_tokens=entry.completion_tokens,
+                    option_logprobs=dict(entry.option_logprobs) if entry.option_logprobs else None,
+                )
+                per_query.setdefault(ask.query_index, []).append((ask, "ledger", result))
+            elif key in refused:
+                per_query.setdefault(ask.query_index, []).append((ask, "refused", None))
+            else:
+                per_query.setdefault(ask.query_index, []).append((ask, "backend", fresh[key]))
+
+        answers = []
+        for i, query in enumerate(queries):
+            answer = self._combine(query, per_query[i])
+            stats = self.stats.kind(query.kind)
+            stats.queries += 1
+            stats.statuses[answer.status] += 1
+            answers.append(answer)
+        return answers
+
+    def _ask_backend(
+        self, asks: list[Ask], keys: list[str], missing: list[str]
+    ) -> tuple[dict[str, ChatResult], set[str]]:
+        first_ask = {}
+        for ask, key in zip(asks, keys, strict=True):
+            first_ask.setdefault(key, ask)
+        fresh: dict[str, ChatResult] = {}
+        refused: set[str] = set()
+        pending = list(missing)
+        while pending:
+            spent = self.stats.backend_requests
+            mean_cost = self.stats.cost_usd / spent if spent else 0.0
+            batch = pending[: self._slice_size(len(pending), mean_cost)]
+            pending = pending[len(batch) :]
+            while batch and not self.stats.allows(len(batch), mean_cost):
+                refused.add(batch.pop())
+            if not batch:
+                refused.update(pending)
+                self.stats.budget_exhausted = True
+                break
+            if refused:
+                self.stats.budget_exhausted = True
+            results = self.backend.chat([first_ask[k].request for k in batch])
+            self.stats.backend_batches += 1
+            entries = []
+            for key, result in zip(batch, results, strict=True):
+                ask = first_ask[key]
+                fresh[key] = result
+                entry = self._account(ask, key, result)
+                if entry is not None:
+                    entries.append(entry)
+            if self.ledger is not None:
+                self.ledger.put_many(entries)
+            if refused:
+                refused.update(pending)
+                break
+        return fresh, refused
+
+    def _slice_size(self, pending: int, mean_cost: float) -> int:
+        """All misses in one call, unless a dollar budget has to be watched: then one request
+        to learn the price, and slices that fit the money left."""
+        budget = self.stats.budget
+        if budget is None or budget.usd is None:
+            return pending
+        if not self.stats.backend_requests:
+            return 1
+        if mean_cost <= 0:
+            return min(pending, _DOLLAR_SLICE)
+        left = int((budget.usd - self.stats.cost_usd) / mean_cost)
+        return max(1, min(pending, _DOLLAR_SLICE, left))
+
+    def _account(self, ask: Ask, key: str, result: ChatResult) -> Entry | None:
+        stats = self.stats.kind(ask.kind.name)
+        stats.backend_requests += 1
+        stats.prompt_tokens += result.prompt_tokens
+        stats.completion_tokens += result.completion_tokens
+        stats.latency_s += result.latency_s
+        cost = _price(self.identity, result)
+        if cost is None:
+            stats.cost_unknown_requests += 1
+        else:
+            stats.cost_usd += cost
+        if not result.ok:
+            return None  # a failed request is asked again next time, never stored
+        parsed, _ = decode(ask, result.text, result.option_logprobs)
+        return Entry(
+            key=key,
+            kind=ask.kind.name,
+            identity=self.identity,
+            template_id=ask.template_id,
+            template_sha256=ask.template_sha256,
+            raw_text=result.text,
+            value=parsed.value,
+            status=parsed.status,
+            confidence=parsed.confidence,
+            option_logprobs=result.option_logprobs,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            latency_s=result.latency_s,
+            cost_usd=cost,
+            run_hash=self.run_hash,
+        )
+
+    # -- turning k replies into one answer ----------------------------------------------------
+
+    def _combine(self, query: Query, replies: list[tuple[Ask, str, Any]]) -> Answer:
+        stats = self.stats.kind(query.kind)
+        cached = all(source == "ledger" for _, source, _ in replies)
+        raws = [r.text if r is not None else "" for _, _, r in replies]
+        raw = " || ".join(raws)
+        if any(source == "refused" for _, source, _ in replies):
+            return Answer(None, BUDGET_EXHAUSTED, raw, cached=False)
+        errors = [r.error for _, _, r in replies if r is not None and not r.ok]
+        if errors:
+            return Answer(None, ERROR, errors[0] or "", cached=cached)
+        values: list[Any] = []
+        confidences: list[float | None] = []
+        for ask, _, result in replies:
+            parsed, fell_back = decode(ask, result.text, result.option_logprobs)
+            stats.logprob_fallbacks += int(fell_back)
+            if parsed.status != OK:
+                return Answer(None, PARSE_FAILURE, raw, cached=cached)
+            if ask.order is not None:
+                stats.positions[parsed.value + 1] += 1
+                values.append(ask.order[parsed.value])  # back to the query's own order
+            else:
+                values.append(parsed.value)
+            confidences.append(parsed.confidence)
+        if any(v != values[0] for v in values[1:]):
+            return Answer(None, INCONSISTENT, raw, cached=cached)
+        known = [c for c in confidences if c is not None]
+        confidence = min(known) if len(known) == len(confidences) else None
+        threshold = self.options.confidence_threshold
+        if threshold is not None and (confidence is None or confidence < threshold):
+            return Answer(values[0], LOW_CONFIDENCE, raw, confidence, cached)
+        return Answer(values[0], OK, raw, confidence, cached)
+
+    def _offline_miss(
+        self, asks: list[Ask], keys: list[str], stored: Mapping[str, Entry], n_queries: int
+    ) -> None:
+        kinds_missing = Counter(
+            a.kind.name for a, k in zip(asks, keys, strict=True) if k not in stored
+        )
+        missing_queries = len(
+            {a.query_index for a, k in zip(asks, keys, strict=True) if k not in stored}
+        )
+        where = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds_missing.items()))
+        raise GcdbenchError(
+            f"--llm-offline: {missing_queries} of {n_queries} questions are not in the ledger "
+            f"{self.ledger.path if self.ledger else '-'} (missing prompts: {where}); run once "
+            "without --llm-offline to ask them, or point --ledger at the ledger that has them."
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "provider": self.name,
+            "spec": self.spec,
+            "simulated": self.simulated,
+            "backend": self.identity,
+            "templates": dict(sorted(self.templates.items())),
+            "options": dataclasses.asdict(self.options),
+            "ledger": str(self.ledger.path) if self.ledger is not None else None,
+            "offline": self.offline,
+            "stats": self.stats.to_dict(),
+        }
+
+    def close(self) -> None:
+        self.backend.close()
+        if self.ledger is not None:
+            self.ledger.close()
+
+
+def _price(identity: Mapping[str, str], result: ChatResult) -> float | None:
+    try:
+        from gcdbench.llm.pricing import cost
+    except ImportError:  # the price table ships with the backends
+        return None
+    return cost(identity, result.prompt_tokens, result.completion_tokens)
+
+
+__all__ = ["LLMFeedbackProvider", "LLMOptions", "kinds"]
