@@ -10,7 +10,9 @@ scikit-learn's ``check_estimator``::
 
 The checks run the method on a tiny synthetic task (six classes, 120 texts, built in memory)
 with the built-in hashed bag-of-words encoder, a real featurizer that needs no model,
-so they take seconds on a CPU. Pass ``encoder="all-MiniLM-L6-v2"`` to check with a real model.
+so they take seconds on a CPU. Pass ``encoder="all-MiniLM-L6-v2"`` to check with a real model;
+methods that fine-tune a transformer need a model there (a small local folder keeps it quick),
+and run with their ``smoke`` preset when they declare one.
 """
 
 from __future__ import annotations
@@ -109,7 +111,9 @@ def _context(
         def factory() -> Encoder:
             return instance
 
-    spec = RunSpec(method_cls.name, "tiny", 0.5, seed, 0.5, params=params_dict(params))
+    # A named encoder goes into the spec too: training methods load the model it names.
+    named = {"encoder": encoder} if isinstance(encoder, str) else {}
+    spec = RunSpec(method_cls.name, "tiny", 0.5, seed, 0.5, params=params_dict(params), **named)
     texts = {p.file.sha256: list(p.texts) for p in (parts.train, parts.dev, parts.test) if p}
     return RunContext(spec, texts, factory, work_dir, features=FeatureCache(work_dir / "features"))
 

@@ -1,0 +1,190 @@
+"""Parameters and presets of the training methods (``mtp``, ``no-llm``; GLEAN/Loop extend them).
+
+Three presets: ``paper`` (the official GLEAN settings, glean-spec §2.1/§3: meant for a GPU and
+``--encoder bert-base-uncased``), ``cpu`` (chosen by measurement with
+benchmarks/no_llm_banking.py so BANKING 25% fits in ten minutes on two cores) and ``smoke``
+(seconds, for tests). The field defaults equal the ``cpu`` preset, so a bare run is the CPU
+configuration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from gcdbench import registry
+from gcdbench.errors import GcdbenchError
+
+#: top-k neighbours GLEAN/Loop hard-code per dataset (glean-spec §3); ``k=0`` selects these.
+PAPER_TOPK: Mapping[str, int] = {"banking": 50, "clinc": 50, "stackoverflow": 500}
+DEFAULT_TOPK = 50
+MODES_HINT = "full, top-N (e.g. top-2) or head"
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class PretrainParams:
+    """MTP pre-training (CE on labeled texts + MLM on the pool), shared by every method."""
+
+    mode: str = "top-2"  # full | top-N | head: how much of the backbone trains
+    precision: str = "bf16"  # fp32 | bf16 (autocast)
+    pooling: str = "mean"  # cls (the papers, BERT) | mean (how MiniLM was trained)
+    max_length: int = 64
+    pretrain_epochs: int = 6
+    pretrain_patience: int = 2
+    pretrain_lr: float = 5e-4
+    pretrain_batch_size: int = 48
+    pretrain_mlm: bool = True  # add the MLM term on pool batches
+    # L2-normalise features before every K-means/kNN (MiniLM was trained for cosine
+    # similarity); the papers cluster raw [CLS] vectors (paper preset: off)
+    normalize: bool = True
+
+
+@dataclass(frozen=True)
+class RoundParams(PretrainParams):
+    """The round loop: re-cluster every ``update_per_epoch`` epochs, then NCL + CE."""
+
+    epochs: int = 6
+    batch_size: int = 48
+    lr: float = 3e-4
+    update_per_epoch: int = 2
+    k: int = 0  # 0 = the paper's per-dataset value (PAPER_TOPK), else DEFAULT_TOPK there
+    temperature: float = 0.07
+    feat_dim: int = 128
+    ce_weight: float = 1.0
+    ncl_weight: float = 1.0
+    max_steps_per_epoch: int = 100  # 0 = a full pass over the pool every epoch
+    # cluster_state variant: "paper" = cosine kNN (the clean variant), "official" = inner product
+    mining_variant: str = "paper"
+    round_kmeans_n_init: int = 10  # K-means restarts when a round re-clusters the pool
+
+
+_SMOKE = {
+    "mode": "top-1",
+    "precision": "fp32",
+    "max_length": 24,
+    "pretrain_epochs": 2,
+    "pretrain_patience": 1,
+    "pretrain_batch_size": 32,
+    "epochs": 1,
+    "batch_size": 8,
+    "update_per_epoch": 1,
+    "k": 5,
+    "feat_dim": 16,
+    "max_steps_per_epoch": 3,
+    "round_kmeans_n_init": 1,
+}
+
+_PAPER = {
+    "mode": "full",
+    "precision": "fp32",
+    "pooling": "cls",
+    "max_length": 64,
+    "pretrain_epochs": 100,
+    "pretrain_patience": 20,
+    "pretrain_lr": 5e-5,
+    "pretrain_batch_size": 48,
+    "pretrain_mlm": True,
+    "normalize": False,
+    "epochs": 25,
+    "batch_size": 48,
+    "lr": 1e-5,
+    "update_per_epoch": 5,
+    "k": 0,
+    "temperature": 0.07,
+    "feat_dim": 768,  # GLEAN; Loop uses 128
+    "max_steps_per_epoch": 0,
+    "mining_variant": "official",
+}
+
+
+def _only_fields(cls: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in values.items() if k in names}
+
+
+def _cpu(cls: type) -> dict[str, Any]:
+    return {f.name: f.default for f in dataclasses.fields(cls)}
+
+
+def presets_for(cls: type) -> dict[str, dict[str, Any]]:
+    """The three presets, restricted to the fields ``cls`` declares."""
+    return {
+        "cpu": _cpu(cls),
+        "paper": _only_fields(cls, _PAPER),
+        "smoke": _only_fields(cls, _SMOKE),
+    }
+
+
+def check_params(params: PretrainParams, method: str) -> None:
+    """One clear line for a value no training code can use."""
+    mode = params.mode
+    if not (mode in {"full", "head"} or (mode.startswith("top-") and mode[4:].isdigit())):
+        raise GcdbenchError(f"method {method!r}: unknown mode {mode!r}; use {MODES_HINT}.")
+    if params.precision not in PRECISIONS:
+        raise GcdbenchError(
+            f"method {method!r}: unknown precision {params.precision!r}; use fp32 or bf16."
+        )
+    positive = ["max_length", "pretrain_batch_size"]
+    if isinstance(params, RoundParams):
+        positive += ["batch_size", "epochs", "update_per_epoch", "feat_dim", "round_kmeans_n_init"]
+    for name in positive:
+        if getattr(params, name) < 1:
+            raise GcdbenchError(f"method {method!r}: {name} must be at least 1; pass -p {name}=N.")
+
+
+def resolve_topk(k: int, dataset: str, pool_size: int) -> int:
+    """``k=0`` -> the paper's value for ``dataset``; never more than the pool minus one."""
+    wanted = k if k > 0 else PAPER_TOPK.get(dataset, DEFAULT_TOPK)
+    return max(1, min(wanted, pool_size - 1))
+
+
+def backbone_ref(encoder: str | None, method: str) -> str:
+    """The model a training method fine-tunes, from the run's ``--encoder`` value.
+
+    A registered frozen encoder that wraps a model (``sentence-transformers:REF``) trains
+    REF; a bare alias, folder or hub id trains that model.
+    """
+    if not encoder:
+        raise GcdbenchError(f"method {method!r} needs --encoder naming a transformer model.")
+    backend, sep, ref = encoder.partition(":")
+    if sep and backend in registry.names("encoder"):
+        return ref
+    if encoder in {"bag-of-words"}:
+        raise GcdbenchError(
+            f"method {method!r} fine-tunes a transformer; --encoder {encoder} has no weights. "
+            "Pass a model: all-MiniLM-L6-v2, a local folder or a hub id."
+        )
+    return encoder
+
+
+def torch_seed(rng: np.random.Generator) -> int:
+    return int(rng.integers(0, 2**63 - 1))
+
+
+def generator_for(rng: np.random.Generator, device: torch.device) -> torch.Generator:
+    """A torch generator on ``device`` seeded from a NumPy stage generator."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(torch_seed(rng))
+    return gen
+
+
+@contextlib.contextmanager
+def isolated_torch_rng(rng: np.random.Generator) -> Iterator[None]:
+    """Dropout and layer initialisation draw from torch's global generator; fork it, seed the
+    fork from the run's stage generator, and restore it afterwards, so training is
+    deterministic per run seed and the caller's torch RNG is untouched."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(torch_seed(rng))
+        yield
+
+
+def l2_normalise(features: np.ndarray) -> np.ndarray:
+    return features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)

@@ -1,0 +1,272 @@
+"""The round loop shared by ``no-llm``, GLEAN and Loop (glean-spec §3).
+
+Every ``update_per_epoch`` epochs a round begins: pool features are extracted, clustered
+(:func:`gcdbench.training.mining.cluster_state`, K = number of classes, k neighbours) and the
+**round hook** is called once with the whole round's state. It may return a
+:class:`RoundPlan` — positive overrides, alignment targets, cluster descriptions — which the
+next ``update_per_epoch`` epochs train with. Nothing in here talks to an LLM: a method that
+wants feedback asks for it, for the whole round at once, inside its hook.
+
+Per step: B pool samples (shuffled by an explicit generator); each one's positive is the
+plan's override or a uniformly random member of its top-(k+1) list (itself included, as in
+the official code), re-drawn every epoch (§3.2); both get an augmented view, go through the
+projection head, and the NCL term contrasts them under the kNN/label adjacency. CE runs on a
+separate labeled batch through a classifier on the head's output; ``align`` runs when the
+plan gives targets. The total is Σ weight · hook, the hooks coming from the loss registry.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from gcdbench import registry
+from gcdbench.api.miner import ClusterState
+from gcdbench.api.task import GCDTask
+from gcdbench.runner.context import Reporter
+from gcdbench.training.heads import KnownClassifier, ProjectionHead
+from gcdbench.training.losses import neighbour_adjacency, weighted_sum
+from gcdbench.training.mining import cluster_state
+from gcdbench.training.modes import TrainingMode
+from gcdbench.training.optim import make_optimisation, steps_per_epoch
+from gcdbench.training.presets import RoundParams, generator_for, l2_normalise
+
+
+@dataclass
+class RoundPlan:
+    """What a round hook asks the next epochs to train with (every field optional).
+
+    ``positives`` maps a pool index to the pool index used as its positive for the whole
+    round. ``align_targets`` maps a pool index to its chosen cluster id, and
+    ``align_candidates`` to the cluster ids offered (the target among them); cluster ids
+    index ``descriptions``, one text per cluster, encoded at every step.
+    """
+
+    positives: Mapping[int, int] = field(default_factory=dict)
+    align_targets: Mapping[int, int] = field(default_factory=dict)
+    align_candidates: Mapping[int, Sequence[int]] = field(default_factory=dict)
+    descriptions: Sequence[str] = ()
+    info: Mapping[str, Any] = field(default_factory=dict)  # recorded in the round's stats
+
+
+#: (cluster state, round index, pool texts) -> plan or None; the GLEAN/Loop extension point
+RoundHook = Callable[[ClusterState, int, Sequence[str]], RoundPlan | None]
+
+
+@dataclass
+class LoopResult:
+    head: ProjectionHead
+    rounds: list[dict[str, Any]]
+    last_state: ClusterState | None
+
+
+def run_rounds(
+    task: GCDTask,
+    mode: TrainingMode,
+    params: RoundParams,
+    *,
+    k: int,
+    seed: int,
+    rng: np.random.Generator,
+    hook: RoundHook | None = None,
+    ce: bool = True,
+    align_weight: float = 0.0,
+    reporter: Reporter | None = None,
+) -> LoopResult:
+    """Train ``mode``'s trainable part (plus a new head and classifier) for ``params.epochs``
+    epochs, re-clustering every ``params.update_per_epoch`` epochs."""
+    reporter = reporter or Reporter()
+    backbone = mode.backbone
+    device = backbone.device
+    pool_size = len(task.train)
+    head = ProjectionHead(backbone.hidden_size, params.feat_dim).to(device)
+    classifier = KnownClassifier(params.feat_dim, task.num_known).to(device)
+    per_epoch = steps_per_epoch(pool_size, params.batch_size)
+    if params.max_steps_per_epoch > 0:
+        per_epoch = min(per_epoch, params.max_steps_per_epoch)
+    optimisation = make_optimisation(
+        [backbone, head, classifier],
+        [*mode.trainable_parameters(), *head.parameters(), *classifier.parameters()],
+        lr=params.lr,
+        total_steps=per_epoch * params.epochs,
+    )
+    terms = _loss_terms(params, ce=ce, align_weight=align_weight)
+    generator = generator_for(rng, device)
+    labeled_y = torch.as_tensor(task.labeled_y, dtype=torch.long)
+    # The official code sizes the labeled CE batches with the pre-training batch size (§11.20).
+    labeled_batches = _cycling(task.num_labeled, params.pretrain_batch_size, rng)
+    rounds: list[dict[str, Any]] = []
+    state: ClusterState | None = None
+    plan = RoundPlan()
+    for epoch in range(params.epochs):
+        if epoch % params.update_per_epoch == 0:
+            state, plan, stats = _begin_round(task, mode, params, k, seed, len(rounds), hook)
+            rounds.append(stats)
+            neighbour_lists = torch.as_tensor(state.neighbours, dtype=torch.long)
+        assert state is not None
+        started = time.perf_counter()
+        positives = _draw_positives(state.neighbours, plan.positives, rng)
+        order = rng.permutation(pool_size)
+        sums: dict[str, float] = {}
+        mode.train()
+        head.train()
+        classifier.train()
+        for step in range(per_epoch):
+            idx = order[step * params.batch_size : (step + 1) * params.batch_size]
+            anchor = mode.embed(idx, augment=True, generator=generator)
+            positive = mode.embed(positives[idx], augment=True, generator=generator)
+            features = torch.stack([head.normalised(anchor), head.normalised(positive)], dim=1)
+            batch: dict[str, Any] = {
+                "adjacency": neighbour_adjacency(
+                    torch.as_tensor(idx), neighbour_lists, task.num_labeled, labeled_y
+                ).to(device)
+            }
+            outputs: dict[str, Any] = {"features": features}
+            if ce and task.num_labeled:
+                lab = next(labeled_batches)
+                pooled = mode.embed(lab, augment=False, generator=generator)
+                outputs["logits"] = classifier(head(pooled))
+                batch["labels"] = labeled_y[lab].to(device)
+            if align_weight and plan.align_targets:
+                _fill_alignment(batch, outputs, plan, idx, features[:, 0], mode, head, device)
+            total, values = weighted_sum(terms, batch, outputs)
+            optimisation.step(total)
+            for name, value in values.items():
+                sums[name] = sums.get(name, 0.0) + value
+        rounds[-1]["epochs"].append(
+            {
+                "epoch": epoch,
+                "steps": per_epoch,
+                "loss": {name: round(v / per_epoch, 5) for name, v in sums.items()},
+                "lr_end": optimisation.learning_rate,
+                "duration_s": round(time.perf_counter() - started, 3),
+            }
+        )
+        reporter.message(f"epoch {epoch + 1}/{params.epochs}: {rounds[-1]['epochs'][-1]['loss']}")
+    mode.eval()
+    return LoopResult(head.eval(), rounds, state)
+
+
+def _begin_round(
+    task: GCDTask,
+    mode: TrainingMode,
+    params: RoundParams,
+    k: int,
+    seed: int,
+    index: int,
+    hook: RoundHook | None,
+) -> tuple[ClusterState, RoundPlan, dict[str, Any]]:
+    clock = time.perf_counter()
+    features = mode.extract()
+    if params.normalize:
+        features = l2_normalise(features)
+    extracted = time.perf_counter()
+    state = cluster_state(
+        features,
+        task.num_classes,
+        k,
+        seed,
+        params.mining_variant,
+        kmeans_n_init=params.round_kmeans_n_init,
+        num_labeled=task.num_labeled,
+    )
+    clustered = time.perf_counter()
+    plan = (hook(state, index, task.train.texts) if hook else None) or RoundPlan()
+    _check_plan(plan, len(task.train), task.num_classes)
+    done = time.perf_counter()
+    stats = {
+        "round": index,
+        "positives_overridden": len(plan.positives),
+        "align_targets": len(plan.align_targets),
+        "cluster_sizes": {
+            "min": int(np.bincount(state.assignments, minlength=task.num_classes).min()),
+            "max": int(np.bincount(state.assignments).max()),
+        },
+        "durations_s": {
+            "extract": round(extracted - clock, 3),
+            "cluster": round(clustered - extracted, 3),
+            "hook": round(done - clustered, 3),
+        },
+        "plan": dict(plan.info),
+        "epochs": [],
+    }
+    return state, plan, stats
+
+
+def _check_plan(plan: RoundPlan, pool_size: int, num_clusters: int) -> None:
+    from gcdbench.errors import GcdbenchError
+
+    for anchor, positive in plan.positives.items():
+        if not (0 <= anchor < pool_size and 0 <= positive < pool_size):
+            raise GcdbenchError(
+                f"round hook returned positive {anchor}->{positive} outside the pool of "
+                f"{pool_size}; return pool indices."
+            )
+    if plan.align_targets and len(plan.descriptions) != num_clusters:
+        raise GcdbenchError(
+            f"round hook gave alignment targets with {len(plan.descriptions)} descriptions; "
+            f"give one per cluster ({num_clusters})."
+        )
+
+
+def _draw_positives(
+    neighbours: np.ndarray, overrides: Mapping[int, int], rng: np.random.Generator
+) -> np.ndarray:
+    """One positive per pool sample: the override, else a uniform pick from itself + its kNN."""
+    n, k = neighbours.shape
+    choice = rng.integers(0, k + 1, size=n)
+    candidates = np.concatenate([np.arange(n)[:, None], neighbours], axis=1)
+    positives = candidates[np.arange(n), choice]
+    for anchor, positive in overrides.items():
+        positives[anchor] = positive
+    return positives
+
+
+def _cycling(size: int, batch: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    while size:
+        order = rng.permutation(size)
+        for start in range(0, size, batch):
+            yield order[start : start + batch]
+    while True:  # no labeled samples: never asked (CE is skipped)
+        yield np.zeros(0, dtype=np.int64)
+
+
+def _loss_terms(params: RoundParams, *, ce: bool, align_weight: float) -> list[tuple[Any, float]]:
+    ncl = registry.get("loss", "ncl")(temperature=params.temperature)
+    terms: list[tuple[Any, float]] = [(ncl, params.ncl_weight)]
+    if ce:
+        terms.append((registry.get("loss", "ce")(), params.ce_weight))
+    if align_weight:
+        terms.append((registry.get("loss", "align")(temperature=params.temperature), align_weight))
+    return terms
+
+
+def _fill_alignment(
+    batch: dict[str, Any],
+    outputs: dict[str, Any],
+    plan: RoundPlan,
+    idx: np.ndarray,
+    anchor_features: torch.Tensor,
+    mode: TrainingMode,
+    head: ProjectionHead,
+    device: torch.device,
+) -> None:
+    """Alignment inputs for this batch. Descriptions go through the backbone without grad
+    (the modes embed only pool texts with grad) and through the head with grad."""
+    num = len(plan.descriptions)
+    targets = torch.full((len(idx),), -1, dtype=torch.long)
+    candidates = torch.zeros((len(idx), num), dtype=torch.bool)
+    for row, anchor in enumerate(idx.tolist()):
+        if anchor in plan.align_targets:
+            targets[row] = plan.align_targets[anchor]
+            candidates[row, list(plan.align_candidates.get(anchor, range(num)))] = True
+    described = torch.as_tensor(mode.encode_texts(list(plan.descriptions)), device=device)
+    batch["align_targets"] = targets.to(device)
+    batch["align_candidates"] = candidates.to(device)
+    outputs["anchor_features"] = anchor_features
+    outputs["description_features"] = head.normalised(described.float())
