@@ -107,11 +107,12 @@ class Method(ABC):
         """Defaults, then the preset, then explicit overrides (strings from the CLI)."""
         fields = {f.name: f for f in dataclasses.fields(cls.Params)}
         values: dict[str, Any] = {}
-        if preset is not None and not cls.presets:
-            raise GcdbenchError(f"method {cls.name!r} declares no presets; drop --preset.")
-        if preset is not None and preset not in cls.presets:
-            raise UnknownNameError(f"preset of method {cls.name!r}", preset, cls.presets)
-        values.update(cls.presets.get(preset, {}) if preset is not None else {})
+        if preset is not None:
+            if not cls.presets:
+                raise GcdbenchError(f"method {cls.name!r} declares no presets; drop --preset.")
+            if preset not in cls.presets:
+                raise UnknownNameError(f"preset of method {cls.name!r}", preset, cls.presets)
+            values.update(cls.presets[preset])
         for key, raw in overrides.items():
             if key not in fields:
                 raise UnknownNameError(f"parameter of method {cls.name!r}", key, fields)

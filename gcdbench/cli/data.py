@@ -7,7 +7,7 @@ from rich.table import Table
 
 from gcdbench import registry
 from gcdbench.cli.common import RichReporter, console, data_dir_option
-from gcdbench.data.store import download_dataset, resolve_data_root
+from gcdbench.data.store import download_dataset, missing_files, resolve_data_root
 from gcdbench.errors import GcdbenchError
 from gcdbench.runner.run import download_reporter
 
@@ -27,7 +27,7 @@ def list_datasets(data_dir: str | None) -> None:
         table.add_column(column, no_wrap=column != "license")
     for name in registry.names("dataset"):
         d = registry.get("dataset", name)
-        present = all((root / name / f.name).is_file() for f in d.files if f.required)
+        present = not missing_files(d, root / name)
         table.add_row(
             name,
             d.layout,

@@ -140,6 +140,7 @@ def run(
     """Run METHOD and print ACC/ARI/NMI; one record per (dataset, known ratio, seed)."""
     names = [n.strip() for d in datasets for n in d.split(",") if n.strip()]
     overrides = parse_params(params)
+    options_of_llm = option_pairs(llm_options)
     specs = [
         resolve_spec(
             method,
@@ -152,7 +153,7 @@ def run(
             preset=preset,
             overrides=overrides,
             llm=llm,
-            llm_options=option_pairs(llm_options),
+            llm_options=options_of_llm,
             llm_budget=llm_budget,
         )
         for dataset, ratio, seed in itertools.product(

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from gcdbench.api.dataset import DataFile, DatasetDefinition, DatasetParts, Part
-from gcdbench.data.readers import parse_gcd_tsv, parse_jsonl, read_label_names
+from gcdbench.data.readers import parse_gcd_tsv, parse_jsonl, parse_label_names, read_bytes
 from gcdbench.errors import DataError
 
 JSONL_FILE = "small.jsonl"
@@ -74,15 +74,7 @@ def _published_sha(defn: DatasetDefinition, name: str) -> str | None:
 
 def _read(defn: DatasetDefinition, folder: Path, name: str) -> tuple[bytes, DataFile]:
     path = folder / name
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(
-            f"{path} not found; run `gcdbench data download {defn.name}`, or point "
-            f"--data-dir / GCDBENCH_DATA at a folder containing {defn.name}/{name}"
-        ) from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror}); check its permissions") from None
+    data = read_bytes(path, defn.name)
     sha = hashlib.sha256(data).hexdigest()
     return data, DataFile(name, path, sha, verified=sha == _published_sha(defn, name))
 
@@ -90,15 +82,10 @@ def _read(defn: DatasetDefinition, folder: Path, name: str) -> tuple[bytes, Data
 def _names(
     defn: DatasetDefinition, folder: Path, classes: tuple[str, ...]
 ) -> tuple[dict[str, str], DataFile | None]:
-    names_path = folder / LABEL_NAMES_FILE
     extra: DataFile | None = None
-    if names_path.is_file():
-        data = names_path.read_bytes()
-        sha = hashlib.sha256(data).hexdigest()
-        extra = DataFile(
-            LABEL_NAMES_FILE, names_path, sha, _published_sha(defn, LABEL_NAMES_FILE) == sha
-        )
-        given: Mapping[str, str] = read_label_names(names_path, defn.name)
+    if (folder / LABEL_NAMES_FILE).is_file():
+        data, extra = _read(defn, folder, LABEL_NAMES_FILE)
+        given: Mapping[str, str] = parse_label_names(data, extra.path, defn.name)
     else:
         given = {k.lower(): v for k, v in (defn.label_names or {}).items()}
     return {c: given.get(c, c) for c in classes}, extra

@@ -39,7 +39,8 @@ def decode(data: bytes, path: Path, dataset: str | None = None) -> str:
         ) from None
 
 
-def _read_bytes(path: Path, dataset: str | None) -> bytes:
+def read_bytes(path: Path, dataset: str | None) -> bytes:
+    """The bytes of a data file; a missing or unreadable one is a :class:`DataError`."""
     try:
         return Path(path).read_bytes()
     except FileNotFoundError:
@@ -103,7 +104,7 @@ def read_gcd_tsv(path: str | Path, dataset: str | None = None) -> tuple[list[str
     Fields follow CSV quoting (a quoted text may contain tabs and newlines).
     """
     path = Path(path)
-    return parse_gcd_tsv(_read_bytes(path, dataset), path, dataset)
+    return parse_gcd_tsv(read_bytes(path, dataset), path, dataset)
 
 
 def parse_jsonl(data: bytes, path: Path, dataset: str | None = None) -> tuple[list[str], list[str]]:
@@ -146,13 +147,18 @@ def read_jsonl(path: str | Path, dataset: str | None = None) -> tuple[list[str],
     not used. Row ``i`` of the result is line ``i + 1`` of the file.
     """
     path = Path(path)
-    return parse_jsonl(_read_bytes(path, dataset), path, dataset)
+    return parse_jsonl(read_bytes(path, dataset), path, dataset)
 
 
 def read_label_names(path: str | Path, dataset: str | None = None) -> dict[str, str]:
     """Label key (lower-cased, like the labels) -> display name, from ``label<TAB>name``."""
     path = Path(path)
-    text = decode(_read_bytes(path, dataset), path, dataset)
+    return parse_label_names(read_bytes(path, dataset), path, dataset)
+
+
+def parse_label_names(data: bytes, path: Path, dataset: str | None = None) -> dict[str, str]:
+    """:func:`read_label_names` on bytes already read."""
+    text = decode(data, path, dataset)
     fix = _fix(path, dataset)
     names: dict[str, str] = {}
     for line, fields in _tsv_records(text, path, LABEL_NAMES_HEADER, dataset):

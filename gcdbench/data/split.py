@@ -17,9 +17,7 @@ the same way give the same draws without touching global state.
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -31,6 +29,7 @@ from gcdbench.api.dataset import DatasetParts, Part
 from gcdbench.api.spec import canonical_json, sha256_hex
 from gcdbench.api.task import GCDSplit, GCDTask, Gold, TaskPart
 from gcdbench.errors import DataError, GcdbenchError
+from gcdbench.util.files import atomic_open
 
 PROTOCOL = "glean-loop-v1"
 
@@ -141,20 +140,11 @@ def save_split(split: GCDSplit, directory: Path) -> Path:
     """Write the split as JSON (atomically; a file with the same name is left as it is)."""
     if split.hash != split_hash(split):
         raise GcdbenchError("the split's hash does not match its content; make it with make_split")
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / split_filename(split)
+    path = Path(directory) / split_filename(split)
     if path.is_file():
         return path  # the name carries the content hash, so the content is the same
-    text = json.dumps({**_content(split), "hash": split.hash}, sort_keys=True) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps({**_content(split), "hash": split.hash}, sort_keys=True) + "\n")
     return path
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -26,7 +25,7 @@ from gcdbench import __version__
 from gcdbench.api.dataset import DatasetDefinition, RemoteFile
 from gcdbench.errors import DataError
 from gcdbench.paths import cache_dir
-from gcdbench.util.files import sha256_file
+from gcdbench.util.files import atomic_open, sha256_file
 
 MIRROR_ENV = "GCDBENCH_DATA_MIRROR"
 DATA_ENV = "GCDBENCH_DATA"
@@ -69,7 +68,8 @@ def resolve_data_root(cli_value: str | Path | None) -> tuple[Path, str]:
     return cache_dir() / "data", "cache"
 
 
-def _missing(defn: DatasetDefinition, folder: Path) -> list[str]:
+def missing_files(defn: DatasetDefinition, folder: Path) -> list[str]:
+    """Names of the required files of ``defn`` that ``folder`` lacks."""
     return [f.name for f in defn.files if f.required and not (folder / f.name).is_file()]
 
 
@@ -84,7 +84,7 @@ def ensure_dataset(
 ) -> Path:
     """``root/defn.name``, downloading its missing files first when ``root`` is the cache."""
     folder = Path(root) / defn.name
-    missing = _missing(defn, folder)
+    missing = missing_files(defn, folder)
     if not missing:
         return folder
     listed = ", ".join(missing)
@@ -148,7 +148,6 @@ def download_dataset(
             report(DownloadEvent("skip", file.name, url))
             present.append(target)
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
         try:
             _fetch(file, url, target, report, timeout=timeout, retries=retries, backoff=backoff)
         except DataError:
@@ -201,46 +200,39 @@ def _fetch_once(
     retries: int,
 ) -> None:
     request = urllib.request.Request(url, headers={"User-Agent": f"gcdbench/{__version__}"})
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        digest = hashlib.sha256()
-        done = 0
-        with os.fdopen(fd, "wb") as out:
-            try:
-                with urllib.request.urlopen(request, timeout=timeout) as response:
-                    length = response.headers.get("Content-Length")
-                    total = int(length) if length and length.isdigit() else None
-                    for chunk in iter(lambda: response.read(CHUNK), b""):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        done += len(chunk)
-                        report(DownloadEvent("progress", file.name, url, done, total, retries))
-            except urllib.error.HTTPError as exc:
-                if exc.code >= 500 or exc.code == 429:
-                    raise _Retryable(f"HTTP {exc.code}") from None
-                raise DataError(
-                    f"could not download {url} (HTTP {exc.code} {exc.reason}); check the URL "
-                    f"or {MIRROR_ENV}"
-                ) from None
-            except (
-                urllib.error.URLError,
-                TimeoutError,
-                ConnectionError,
-                http.client.HTTPException,
-            ) as exc:
-                raise _Retryable(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}") from None
-            if total is not None and done != total:
-                raise _Retryable(f"got {done} of {total} bytes")
-            out.flush()
-            os.fsync(out.fileno())
+    digest = hashlib.sha256()
+    done = 0
+    # Anything raised inside the block removes the temporary file: only checked bytes land.
+    with atomic_open(target, "wb") as out:
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                length = response.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else None
+                for chunk in iter(lambda: response.read(CHUNK), b""):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    done += len(chunk)
+                    report(DownloadEvent("progress", file.name, url, done, total, retries))
+        except urllib.error.HTTPError as exc:
+            if exc.code >= 500 or exc.code == 429:
+                raise _Retryable(f"HTTP {exc.code}") from None
+            raise DataError(
+                f"could not download {url} (HTTP {exc.code} {exc.reason}); check the URL "
+                f"or {MIRROR_ENV}"
+            ) from None
+        except (
+            urllib.error.URLError,
+            TimeoutError,
+            ConnectionError,
+            http.client.HTTPException,
+        ) as exc:
+            raise _Retryable(f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}") from None
+        if total is not None and done != total:
+            raise _Retryable(f"got {done} of {total} bytes")
         got = digest.hexdigest()
         if got != file.sha256:
             raise DataError(
                 f"{url}: sha256 mismatch for {file.name} (expected {file.sha256}, got {got}); "
                 "the file was not kept: retry later, or report the changed source"
             )
-        os.replace(tmp, target)
-        report(DownloadEvent("done", file.name, url, done, done, retries))
-    finally:
-        tmp.unlink(missing_ok=True)
+    report(DownloadEvent("done", file.name, url, done, done, retries))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gcdbench.api.spec import canonical_json, sha256_hex
 from gcdbench.paths import cache_dir
 from gcdbench.util.files import atomic_open, sha256_file, write_json
 
@@ -45,6 +46,14 @@ def folder_fingerprint(folder: Path) -> str:
     with atomic_open(memo) as fh:
         fh.write(fingerprint)
     return fingerprint
+
+
+def model_fingerprint(backend: str, folder: Path, **settings: object) -> str:
+    """An encoder fingerprint: the backend, the model folder's content (weights and the
+    model's own pooling/normalisation config) and the ``settings`` that change the output."""
+    return sha256_hex(
+        canonical_json({"backend": backend, "files": folder_fingerprint(folder), **settings})
+    )
 
 
 class FeatureCache:

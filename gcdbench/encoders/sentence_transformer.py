@@ -9,8 +9,7 @@ from typing import Any
 import numpy as np
 
 from gcdbench.api.encoder import Encoder, EncoderFactory
-from gcdbench.api.spec import canonical_json, sha256_hex
-from gcdbench.encoders.cache import folder_fingerprint
+from gcdbench.encoders.cache import model_fingerprint
 from gcdbench.encoders.models import ModelSource, locate_model
 from gcdbench.errors import GcdbenchError
 
@@ -31,12 +30,7 @@ class SentenceTransformerEncoder(Encoder):
         self.source = source
         self.name = name
         self.device = device or default_device()
-        # The folder's content identifies the weights and the pooling/normalisation config.
-        self.fingerprint = sha256_hex(
-            canonical_json(
-                {"backend": "sentence-transformers", "files": folder_fingerprint(source.path)}
-            )
-        )
+        self.fingerprint = model_fingerprint("sentence-transformers", source.path)
         self._model: Any = None
 
     @property

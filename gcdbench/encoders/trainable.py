@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gcdbench.api.encoder import Encoder, EncoderFactory
-from gcdbench.api.spec import canonical_json, sha256_hex
-from gcdbench.encoders.cache import folder_fingerprint
+from gcdbench.encoders.cache import model_fingerprint
 from gcdbench.encoders.models import ModelSource, locate_model
 from gcdbench.errors import GcdbenchError
 
@@ -100,15 +99,8 @@ class HFTransformerEncoder(_BackboneEncoder):
         self.name = name
         self.pooling = pooling
         self.max_length = max_length
-        self.fingerprint = sha256_hex(
-            canonical_json(
-                {
-                    "backend": "hf-transformer",
-                    "files": folder_fingerprint(source.path),
-                    "pooling": pooling,
-                    "max_length": max_length,
-                }
-            )
+        self.fingerprint = model_fingerprint(
+            "hf-transformer", source.path, pooling=pooling, max_length=max_length
         )
         self._loaded: TextBackbone | None = None
 

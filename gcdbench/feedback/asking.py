@@ -6,19 +6,18 @@ read (and tested) without the ledger and batching around them.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
-
-import numpy as np
 
 from gcdbench.api.feedback import Query
 from gcdbench.api.spec import canonical_json
 from gcdbench.errors import GcdbenchError
 from gcdbench.feedback import kinds, parsing, prompts
 from gcdbench.llm.api import Backend, ChatRequest
+from gcdbench.llm.options import FALSE_WORDS, TRUE_WORDS
+from gcdbench.util.random import keyed_generator
 
 _MAX_TOKENS = {kinds.CHOICE: 50, kinds.NAME_DESCRIPTION: 100, kinds.LABELS: 300}
 
@@ -69,9 +68,9 @@ def _coerce(key: str, raw: str) -> Any:
     if key in {"confidence_threshold", "temperature"}:
         return None if raw.lower() in {"", "none", "off"} else float(raw)
     if key in {"choose_by_logprobs", "constrained"}:
-        if raw.lower() in {"1", "true", "yes", "on"}:
+        if raw.lower() in TRUE_WORDS:
             return True
-        if raw.lower() in {"0", "false", "no", "off"}:
+        if raw.lower() in FALSE_WORDS:
             return False
         raise ValueError(raw)
     return raw
@@ -97,8 +96,7 @@ def orderings(query: Query, n_options: int, k: int, seed: int) -> list[tuple[int
     identity = tuple(range(n_options))
     wanted = min(k, math.factorial(n_options) if n_options <= 10 else k)
     content = canonical_json({"kind": query.kind, "payload": dict(query.payload)})
-    stream = int.from_bytes(hashlib.sha256(content.encode()).digest()[:8], "little")
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, stream])))
+    rng = keyed_generator(seed, content)
     out = [identity]
     if n_options == 2 and wanted > 1:
         return [identity, (1, 0)]

@@ -60,6 +60,7 @@ _TASK = Field("task", "str", required=False)
 _DEMOS = Field("demonstrations", "list[pair]", required=False)
 # A template other than the kind's default, e.g. "loop-v1" (see gcdbench.feedback.prompts).
 _TEMPLATE = Field("template", "str", required=False)
+_QUERY_OPTIONS = (Field("query", "str"), Field("options", "list[str]"), _TASK, _DEMOS, _TEMPLATE)
 
 KINDS: dict[str, QueryKind] = {
     k.name: k
@@ -68,7 +69,7 @@ KINDS: dict[str, QueryKind] = {
             "select-similar-instance",
             "which option text has the same category as the query (GLEAN §5.1, Loop)",
             CHOICE,
-            (Field("query", "str"), Field("options", "list[str]"), _TASK, _DEMOS, _TEMPLATE),
+            _QUERY_OPTIONS,
             (Field("anchor", "int", False), Field("options", "list[int]", False)),
             options_field="options",
         ),
@@ -76,7 +77,7 @@ KINDS: dict[str, QueryKind] = {
             "select-category",
             "which category description fits the query (GLEAN §5.3)",
             CHOICE,
-            (Field("query", "str"), Field("options", "list[str]"), _TASK, _DEMOS, _TEMPLATE),
+            _QUERY_OPTIONS,
             (Field("anchor", "int", False), Field("option_members", "list[list[int]]", False)),
             options_field="options",
         ),

@@ -119,11 +119,9 @@ class Ledger:
         for start in range(0, len(unique), 500):  # SQLite caps bound parameters per query
             chunk = unique[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                f"SELECT * FROM answers WHERE key IN ({marks})", chunk
-            ).fetchall()
-            cols = [d[0] for d in self._db.execute("SELECT * FROM answers LIMIT 0").description]
-            for row in rows:
+            cursor = self._db.execute(f"SELECT * FROM answers WHERE key IN ({marks})", chunk)
+            cols = [d[0] for d in cursor.description]
+            for row in cursor.fetchall():
                 entry = _entry(dict(zip(cols, row, strict=True)))
                 out[entry.key] = entry
         return out

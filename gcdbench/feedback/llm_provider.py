@@ -30,6 +30,7 @@ from gcdbench.feedback.accounting import Budget, FeedbackStats
 from gcdbench.feedback.asking import Ask, LLMOptions, build_asks, decode
 from gcdbench.feedback.ledger import Entry, Ledger, ledger_key
 from gcdbench.llm.api import Backend, ChatResult
+from gcdbench.llm.pricing import cost
 
 _SECRET_WORDS = ("key", "token", "secret", "password")
 _DOLLAR_SLICE = 16  # requests per backend call while a dollar budget is being watched
@@ -275,10 +276,6 @@ class LLMFeedbackProvider(FeedbackProvider):
 
 
 def _price(identity: Mapping[str, str], result: ChatResult) -> float | None:
-    try:
-        from gcdbench.llm.pricing import cost
-    except ImportError:  # the price table ships with the backends
-        return None
     return cost(identity, result.prompt_tokens, result.completion_tokens)
 
 

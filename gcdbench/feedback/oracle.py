@@ -15,7 +15,6 @@ query's content, so answers do not depend on the order questions are asked in.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -29,6 +28,7 @@ from gcdbench.api.task import Gold
 from gcdbench.errors import GcdbenchError
 from gcdbench.feedback import kinds
 from gcdbench.feedback.accounting import FeedbackStats
+from gcdbench.util.random import keyed_generator
 
 
 def parse_accuracy(arg: str | None) -> dict[str, float]:
@@ -148,8 +148,7 @@ class OracleProvider(FeedbackProvider):
         content = canonical_json(
             {"kind": query.kind, "payload": _plain(query.payload), "meta": _plain(query.meta)}
         )
-        stream = int.from_bytes(hashlib.sha256(content.encode()).digest()[:8], "little")
-        return np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, stream])))
+        return keyed_generator(self.seed, content)
 
     def _meta(self, query: Query, key: str) -> Any:
         if key not in query.meta:

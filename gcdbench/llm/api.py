@@ -7,8 +7,9 @@ Nothing here imports a backend library.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,10 @@ class ChatRequest:
     choices: tuple[str, ...] | None = None
     json_schema: Mapping[str, Any] | None = None
     option_labels: tuple[str, ...] | None = None
+
+    def message_dicts(self) -> list[dict[str, str]]:
+        """The messages as chat APIs take them: ``[{"role": ..., "content": ...}, ...]``."""
+        return [{"role": m.role, "content": m.content} for m in self.messages]
 
     def decoding(self) -> dict[str, Any]:
         """The decoding parameters, as the ledger keys them."""
@@ -65,6 +70,26 @@ class ChatResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+def label_logprobs(
+    top: Mapping[str, float] | Iterable[tuple[str, float]], labels: Sequence[str]
+) -> dict[str, float]:
+    """Log-probabilities of ``labels`` among a first answer token's top alternatives (a mapping
+    or ``(token, logprob)`` pairs). Tokenisers differ on a leading space (" A" vs "A"), so both
+    spellings count toward a label (their probabilities added). Labels outside the top list are
+    left out, not guessed."""
+    found: dict[str, float] = {}
+    for token, logprob in top.items() if isinstance(top, Mapping) else top:
+        label = token.strip()
+        if label in labels:
+            prior = found.get(label)
+            found[label] = (
+                logprob
+                if prior is None
+                else max(prior, logprob) + math.log1p(math.exp(-abs(prior - logprob)))
+            )
+    return found
 
 
 class Backend(ABC):

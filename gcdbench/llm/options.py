@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from gcdbench.errors import GcdbenchError, UnknownNameError
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
+#: the spellings of yes and no that flag options accept
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 
 class BackendOptions:
@@ -35,30 +37,20 @@ class BackendOptions:
         return value
 
     def integer(self, key: str, default: int, minimum: int | None = None) -> int:
-        raw = self.values.get(key)
-        if raw is None:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise GcdbenchError(
-                f"{self.backend} option {key}={raw!r} is not an integer; pass e.g. {key}={default}."
-            ) from None
-        if minimum is not None and value < minimum:
-            raise GcdbenchError(
-                f"{self.backend} option {key}={value} is below {minimum}; pass a larger value."
-            )
-        return value
+        return self._number(key, default, minimum, int, "an integer")
 
     def number(self, key: str, default: float, minimum: float | None = None) -> float:
+        return self._number(key, default, minimum, float, "a number")
+
+    def _number(self, key: str, default: Any, minimum: Any, convert: Any, noun: str) -> Any:
         raw = self.values.get(key)
         if raw is None:
             return default
         try:
-            value = float(raw)
+            value = convert(raw)
         except ValueError:
             raise GcdbenchError(
-                f"{self.backend} option {key}={raw!r} is not a number; pass e.g. {key}={default}."
+                f"{self.backend} option {key}={raw!r} is not {noun}; pass e.g. {key}={default}."
             ) from None
         if minimum is not None and value < minimum:
             raise GcdbenchError(
@@ -70,9 +62,9 @@ class BackendOptions:
         raw = self.values.get(key)
         if raw is None:
             return default
-        if raw.lower() in _TRUE:
+        if raw.lower() in TRUE_WORDS:
             return True
-        if raw.lower() in _FALSE:
+        if raw.lower() in FALSE_WORDS:
             return False
         raise GcdbenchError(
             f"{self.backend} option {key}={raw!r} is not a yes/no value; pass {key}=true or false."

@@ -98,7 +98,7 @@ class TransformersBackend(Backend):
     # -- helpers ----------------------------------------------------------------------------
     def _prompt_ids(self, request: ChatRequest) -> list[int]:
         text = self.tokenizer.apply_chat_template(
-            [{"role": m.role, "content": m.content} for m in request.messages],
+            request.message_dicts(),
             tokenize=False,
             add_generation_prompt=True,
         )
@@ -136,10 +136,15 @@ class TransformersBackend(Backend):
     # -- the three kinds of request ---------------------------------------------------------
     def _score_labels(self, prompts: list[list[int]], requests: list[ChatRequest]) -> list[dict]:
         logprobs, _ = self._log_softmax(prompts)
+        # each distinct label is tokenised once per batch, not once per request
+        token = {
+            lab: self._first_token(lab)
+            for lab in dict.fromkeys(lab for r in requests for lab in r.option_labels or ())
+        }
         out = []
         for row, request in enumerate(requests):
             labels = request.option_labels or ()
-            out.append({lab: float(logprobs[row, -1, self._first_token(lab)]) for lab in labels})
+            out.append({lab: float(logprobs[row, -1, token[lab]]) for lab in labels})
         return out
 
     def _score_choices(self, prompt: list[int], choices: Sequence[str]) -> dict[str, float]:

@@ -83,9 +83,7 @@ class VllmBackend(Backend):
     def chat(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
         if not requests:
             return []
-        conversations = [
-            [{"role": m.role, "content": m.content} for m in r.messages] for r in requests
-        ]
+        conversations = [r.message_dicts() for r in requests]
         started = time.perf_counter()
         outputs = self.llm.chat(
             conversations, [self._sampling(r) for r in requests], use_tqdm=False

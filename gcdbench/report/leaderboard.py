@@ -375,8 +375,8 @@ def _non_default_params(spec: RunSpec) -> dict[str, Any]:
         defaults = registry.get("method", spec.method).resolve_params(spec.preset, {})
     except UnknownNameError:
         return dict(spec.params)
-    default_values = {f: getattr(defaults, f) for f in spec.params if hasattr(defaults, f)}
-    return {k: v for k, v in spec.params.items() if default_values.get(k, object()) != v}
+    unknown = object()  # a parameter the method no longer has is never a default
+    return {k: v for k, v in spec.params.items() if getattr(defaults, k, unknown) != v}
 
 
 def write_leaderboard(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ from gcdbench.api.feedback import FeedbackProvider
 from gcdbench.api.spec import RunSpec
 from gcdbench.api.task import TaskPart
 from gcdbench.encoders.cache import FeatureCache
+from gcdbench.util.random import keyed_generator
 
 
 class Reporter:
@@ -53,8 +53,7 @@ class RunContext:
         return self.spec.seed
 
     def rng(self, stage: str) -> np.random.Generator:
-        stage_key = int.from_bytes(hashlib.sha256(stage.encode()).digest()[:8], "little")
-        return np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, stage_key])))
+        return keyed_generator(self.seed, stage)
 
     @property
     def encoder(self) -> Encoder:

@@ -71,7 +71,11 @@ class TextBackbone(torch.nn.Module):
         deviations: list[str],
         with_mlm_head: bool,
         device: torch.device,
+        fingerprint: str | None = None,
     ) -> None:
+        """``source`` describes where the weights came from. Without ``fingerprint`` the
+        weights are the starting point: they are hashed into the fingerprint and ``source``.
+        With it (a reload of saved, maybe trained, weights) ``source`` is taken as complete."""
         super().__init__()
         if pooling not in POOLINGS:
             raise GcdbenchError(f"unknown pooling {pooling!r}; use one of {', '.join(POOLINGS)}.")
@@ -87,16 +91,19 @@ class TextBackbone(torch.nn.Module):
         base = self.encoder_model
         self.hidden_size = int(base.config.hidden_size)
         self.num_layers = int(base.config.num_hidden_layers)
-        start_weights = weights_digest(base)
-        self.fingerprint = hashlib.sha256(
-            json.dumps([start_weights, pooling, max_length]).encode()
-        ).hexdigest()
-        self.source = {
-            **source,
-            "weights_sha256": start_weights,
-            "pooling": pooling,
-            "max_length": max_length,
-        }
+        if fingerprint is None:
+            start_weights = weights_digest(base)
+            fingerprint = hashlib.sha256(
+                json.dumps([start_weights, pooling, max_length]).encode()
+            ).hexdigest()
+            source = {
+                **source,
+                "weights_sha256": start_weights,
+                "pooling": pooling,
+                "max_length": max_length,
+            }
+        self.fingerprint = fingerprint
+        self.source = source
         self.to(device)
 
     # ---- construction -------------------------------------------------------------------
@@ -145,7 +152,8 @@ class TextBackbone(torch.nn.Module):
         model, tokenizer, _ = _load_model(
             Path(folder), with_mlm_head=saved["with_mlm_head"], offline=True, ref=str(folder)
         )
-        backbone = cls(
+        # The reloaded weights may be trained ones; provenance keeps naming the start.
+        return cls(
             model,
             tokenizer,
             pooling=saved["pooling"],
@@ -154,11 +162,8 @@ class TextBackbone(torch.nn.Module):
             deviations=saved["deviations"],
             with_mlm_head=saved["with_mlm_head"],
             device=resolve_device(device),
+            fingerprint=saved["fingerprint"],
         )
-        # The reloaded weights may be trained ones; provenance keeps naming the start.
-        backbone.fingerprint = saved["fingerprint"]
-        backbone.source = saved["source"]
-        return backbone
 
     def save(self, folder: Path) -> None:
         """HF ``save_pretrained`` for weights and tokenizer, plus gcdbench's own settings.

@@ -13,9 +13,10 @@ passes ``steps_per_epoch(n, batch) * epochs``, which counts the last partial bat
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from transformers import get_linear_schedule_with_warmup
 
@@ -26,6 +27,17 @@ GRAD_CLIP_NORM = 1.0
 def steps_per_epoch(num_samples: int, batch_size: int) -> int:
     """Batches in one pass over ``num_samples`` items, the last one possibly partial."""
     return max(1, math.ceil(num_samples / batch_size))
+
+
+def cycling_batches(size: int, batch: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Batches of ``range(size)`` forever, a fresh shuffle on every pass; empty batches
+    forever when ``size`` is 0."""
+    while size:
+        order = rng.permutation(size)
+        for start in range(0, size, batch):
+            yield order[start : start + batch]
+    while True:
+        yield np.zeros(0, dtype=np.int64)
 
 
 def _is_no_decay(module: torch.nn.Module, param_name: str) -> bool:

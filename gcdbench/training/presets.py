@@ -20,12 +20,12 @@ import torch
 
 from gcdbench import registry
 from gcdbench.errors import GcdbenchError
+from gcdbench.training.modes import PRECISIONS
 
 #: top-k neighbours GLEAN/Loop hard-code per dataset (glean-spec §3); ``k=0`` selects these.
 PAPER_TOPK: Mapping[str, int] = {"banking": 50, "clinc": 50, "stackoverflow": 500}
 DEFAULT_TOPK = 50
 MODES_HINT = "full, top-N (e.g. top-2) or head"
-PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,8 @@ skipped (recorded as such); head-mode methods start from the frozen backbone.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,9 +33,9 @@ from gcdbench.runner.context import Reporter
 from gcdbench.training.backbone import TextBackbone
 from gcdbench.training.heads import KnownClassifier
 from gcdbench.training.modes import TrainingMode, make_mode
-from gcdbench.training.optim import make_optimisation, steps_per_epoch
+from gcdbench.training.optim import cycling_batches, make_optimisation, steps_per_epoch
 from gcdbench.training.presets import PretrainParams, generator_for
-from gcdbench.util.files import write_json
+from gcdbench.util.files import atomic_dir, write_json
 
 MANIFEST = "manifest.json"
 BACKBONE_DIR = "backbone"
@@ -146,7 +141,7 @@ def _train(
         total_steps=per_epoch * params.pretrain_epochs,
     )
     generator = generator_for(rng, device)
-    pool_batches = _cycling_batches(len(task.train), batch, rng)
+    pool_batches = cycling_batches(len(task.train), batch, rng)
     dev_acc: list[float] = []
     best_acc, best_epoch, best_state = -1.0, -1, _snapshot(mode)
     with reporter.task("MTP pre-training", total=params.pretrain_epochs) as advance:
@@ -183,14 +178,6 @@ def _train(
     }
 
 
-def _cycling_batches(size: int, batch: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
-    """Pool batches forever: a fresh shuffle on every pass."""
-    while True:
-        order = rng.permutation(size)
-        for start in range(0, size, batch):
-            yield order[start : start + batch]
-
-
 @torch.no_grad()
 def _dev_accuracy(task: GCDTask, mode: TrainingMode, classifier: KnownClassifier) -> float:
     if len(task.dev) == 0:
@@ -223,21 +210,8 @@ def _load_cached(folder: Path, device: torch.device) -> tuple[TextBackbone, dict
 
 
 def _store(folder: Path, backbone: TextBackbone, manifest: dict[str, Any]) -> None:
-    """Write into a private temp folder, then rename it into place in one step.
-
-    If another process got there first its (equivalent) result stays and ours is dropped.
-    """
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    """Publish atomically; if another process got there first its (equivalent) result
+    stays and ours is dropped."""
+    with atomic_dir(folder, MANIFEST) as tmp:
         backbone.save(tmp / BACKBONE_DIR)
         write_json(tmp / MANIFEST, manifest)
-        os.chmod(tmp, 0o755)
-        try:
-            os.rename(tmp, folder)
-        except OSError:
-            if not (folder / MANIFEST).is_file():
-                raise
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            shutil.rmtree(tmp)

@@ -18,7 +18,7 @@ plan gives targets. The total is Σ weight · hook, the hooks coming from the lo
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +33,7 @@ from gcdbench.training.heads import KnownClassifier, ProjectionHead
 from gcdbench.training.losses import neighbour_adjacency, weighted_sum
 from gcdbench.training.mining import cluster_state
 from gcdbench.training.modes import TrainingMode
-from gcdbench.training.optim import make_optimisation, steps_per_epoch
+from gcdbench.training.optim import cycling_batches, make_optimisation, steps_per_epoch
 from gcdbench.training.presets import RoundParams, generator_for, l2_normalise
 
 
@@ -99,7 +99,7 @@ def run_rounds(
     generator = generator_for(rng, device)
     labeled_y = torch.as_tensor(task.labeled_y, dtype=torch.long)
     # The official code sizes the labeled CE batches with the pre-training batch size (§11.20).
-    labeled_batches = _cycling(task.num_labeled, params.pretrain_batch_size, rng)
+    labeled_batches = cycling_batches(task.num_labeled, params.pretrain_batch_size, rng)
     rounds: list[dict[str, Any]] = []
     state: ClusterState | None = None
     plan = RoundPlan()
@@ -179,14 +179,12 @@ def _begin_round(
     plan = (hook(state, index, task.train.texts) if hook else None) or RoundPlan()
     _check_plan(plan, len(task.train), task.num_classes)
     done = time.perf_counter()
+    sizes = np.bincount(state.assignments, minlength=task.num_classes)
     stats = {
         "round": index,
         "positives_overridden": len(plan.positives),
         "align_targets": len(plan.align_targets),
-        "cluster_sizes": {
-            "min": int(np.bincount(state.assignments, minlength=task.num_classes).min()),
-            "max": int(np.bincount(state.assignments).max()),
-        },
+        "cluster_sizes": {"min": int(sizes.min()), "max": int(sizes.max())},
         "durations_s": {
             "extract": round(extracted - clock, 3),
             "cluster": round(clustered - extracted, 3),
@@ -225,15 +223,6 @@ def _draw_positives(
     for anchor, positive in overrides.items():
         positives[anchor] = positive
     return positives
-
-
-def _cycling(size: int, batch: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
-    while size:
-        order = rng.permutation(size)
-        for start in range(0, size, batch):
-            yield order[start : start + batch]
-    while True:  # no labeled samples: never asked (CE is skipped)
-        yield np.zeros(0, dtype=np.int64)
 
 
 def _loss_terms(params: RoundParams, *, ce: bool, align_weight: float) -> list[tuple[Any, float]]:

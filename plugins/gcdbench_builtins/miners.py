@@ -16,16 +16,20 @@ from gcdbench.errors import GcdbenchError
 from gcdbench.training.mining import assignment_entropy, local_inconsistency
 
 
-def _check_budget(budget: int) -> None:
-    if budget < 0:
-        raise GcdbenchError(
-            f"miner budget must be >= 0, got {budget}; pass the round's query count."
-        )
+class _PoolMiner(Miner):
+    """What the built-in miners share: the ``exclude_labeled`` switch and the budget check."""
 
+    def __init__(self, exclude_labeled: bool = False) -> None:
+        self.exclude_labeled = exclude_labeled
 
-def _candidates(state: ClusterState, exclude_labeled: bool) -> np.ndarray:
-    start = state.num_labeled if exclude_labeled else 0
-    return np.arange(start, state.size)
+    def _candidates(self, state: ClusterState, budget: int) -> np.ndarray:
+        """The pool rows this miner may pick from, after checking ``budget``."""
+        if budget < 0:
+            raise GcdbenchError(
+                f"miner budget must be >= 0, got {budget}; pass the round's query count."
+            )
+        start = state.num_labeled if self.exclude_labeled else 0
+        return np.arange(start, state.size)
 
 
 def _top(scores: np.ndarray, candidates: np.ndarray, budget: int) -> np.ndarray:
@@ -40,44 +44,32 @@ def _entropy(state: ClusterState) -> np.ndarray:
     return assignment_entropy(state.soft, state.variant)
 
 
-class EntropyMiner(Miner):
+class EntropyMiner(_PoolMiner):
     name = "entropy"
     description = "the samples whose soft cluster assignment has the highest entropy"
 
-    def __init__(self, exclude_labeled: bool = False) -> None:
-        self.exclude_labeled = exclude_labeled
-
     def select(self, state: ClusterState, budget: int, rng: np.random.Generator) -> np.ndarray:
-        _check_budget(budget)
-        return _top(_entropy(state), _candidates(state, self.exclude_labeled), budget)
+        return _top(_entropy(state), self._candidates(state, budget), budget)
 
 
-class RandomMiner(Miner):
+class RandomMiner(_PoolMiner):
     name = "random"
     description = "uniformly random samples, without replacement"
 
-    def __init__(self, exclude_labeled: bool = False) -> None:
-        self.exclude_labeled = exclude_labeled
-
     def select(self, state: ClusterState, budget: int, rng: np.random.Generator) -> np.ndarray:
-        _check_budget(budget)
-        candidates = _candidates(state, self.exclude_labeled)
+        candidates = self._candidates(state, budget)
         return rng.choice(candidates, size=min(budget, len(candidates)), replace=False)
 
 
-class LocalInconsistencyMiner(Miner):
+class LocalInconsistencyMiner(_PoolMiner):
     name = "local-inconsistency"
     description = (
         "Loop's LIS: the top-budget samples by local inconsistency that are also in the "
         "top-budget by entropy (may return fewer than budget)"
     )
 
-    def __init__(self, exclude_labeled: bool = False) -> None:
-        self.exclude_labeled = exclude_labeled
-
     def select(self, state: ClusterState, budget: int, rng: np.random.Generator) -> np.ndarray:
-        _check_budget(budget)
-        candidates = _candidates(state, self.exclude_labeled)
+        candidates = self._candidates(state, budget)
         inconsistency = local_inconsistency(state.assignments, state.neighbours)
         by_inconsistency = _top(inconsistency.astype(np.float64), candidates, budget)
         by_entropy = _top(_entropy(state), candidates, budget)
