@@ -89,6 +89,22 @@ class TopLayersMode(TrainingMode):
             top = self.backbone.token_states(ids, mask, start=self.cut, start_states=states)
             return self.backbone.pool(top, mask).float()
 
+    def embed_texts(
+        self, texts: Sequence[str], *, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """The frozen layers run live without grad (new texts have no cached states), the
+        top layers with grad."""
+        tokens = self.backbone.tokenize(list(texts))
+        ids, mask = tokens["input_ids"], tokens["attention_mask"]
+        with self.autocast():
+            with torch.no_grad():
+                states = self.backbone.token_states(ids, mask, stop=self.cut)
+            with self.dropout_rng(generator):
+                top = self.backbone.token_states(
+                    ids, mask, start=self.cut, start_states=states.float()
+                )
+                return self.backbone.pool(top, mask).float()
+
     def mlm_loss(self, indices: np.ndarray, generator: torch.Generator) -> Tensor | None:
         """Real MLM for the top layers: the masked ids run live through the frozen lower
         layers (no grad, eval mode), since cached states were computed without masks."""
@@ -165,6 +181,13 @@ class HeadMode(TrainingMode):
             keep = torch.rand(feats.shape, generator=gen) >= HEAD_FEATURE_DROPOUT
             feats = feats * keep.to(feats.device) / (1.0 - HEAD_FEATURE_DROPOUT)
         return feats
+
+    def embed_texts(
+        self, texts: Sequence[str], *, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Nothing in the backbone trains: plain features, no grad."""
+        feats = self.encode_texts(texts)
+        return torch.as_tensor(feats, device=self._features.device)
 
     def mlm_loss(self, indices: np.ndarray, generator: torch.Generator) -> Tensor | None:
         return None

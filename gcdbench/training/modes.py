@@ -101,6 +101,16 @@ class TrainingMode(ABC):
                 chunks.append(feats.float().cpu().numpy())
         return np.concatenate(chunks)
 
+    def embed_texts(
+        self, texts: Sequence[str], *, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """[len(texts), hidden] float32 features of any texts (GLEAN's cluster descriptions),
+        un-augmented, with grad through the trainable part, in the mode's current train/eval
+        state. This base version runs the whole backbone (what ``full`` trains)."""
+        tokens = self.backbone.tokenize(list(texts))
+        with self.autocast(), self.dropout_rng(generator):
+            return self.backbone(tokens["input_ids"], tokens["attention_mask"]).float()
+
     @abstractmethod
     def mlm_loss(self, indices: np.ndarray, generator: torch.Generator) -> Tensor | None:
         """Masked-LM loss on pool texts ``indices``; None when the mode has no token level."""

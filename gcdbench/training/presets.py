@@ -25,6 +25,7 @@ from gcdbench.training.modes import PRECISIONS
 #: top-k neighbours GLEAN/Loop hard-code per dataset (glean-spec §3); ``k=0`` selects these.
 PAPER_TOPK: Mapping[str, int] = {"banking": 50, "clinc": 50, "stackoverflow": 500}
 DEFAULT_TOPK = 50
+VARIANTS = ("paper", "official")
 MODES_HINT = "full, top-N (e.g. top-2) or head"
 
 
@@ -60,8 +61,12 @@ class RoundParams(PretrainParams):
     ce_weight: float = 1.0
     ncl_weight: float = 1.0
     max_steps_per_epoch: int = 100  # 0 = a full pass over the pool every epoch
-    # cluster_state variant: "paper" = cosine kNN (the clean variant), "official" = inner product
-    mining_variant: str = "paper"
+    # paper = the method as published; official = the released code's departures (Student-t
+    # exponent, entropy of softmax(p), inner-product kNN on raw features, and for GLEAN the
+    # alignment loss without the positive in its denominator); `--variant` sets it
+    variant: str = "paper"
+    # classifier outputs: "known" (Loop, n_known logits) or "all" (GLEAN, K logits)
+    classifier: str = "known"
     round_kmeans_n_init: int = 10  # K-means restarts when a round re-clusters the pool
 
 
@@ -100,7 +105,6 @@ _PAPER = {
     "temperature": 0.07,
     "feat_dim": 768,  # GLEAN; Loop uses 128
     "max_steps_per_epoch": 0,
-    "mining_variant": "official",
 }
 
 
@@ -127,6 +131,15 @@ def check_params(params: PretrainParams, method: str) -> None:
     mode = params.mode
     if not (mode in {"full", "head"} or (mode.startswith("top-") and mode[4:].isdigit())):
         raise GcdbenchError(f"method {method!r}: unknown mode {mode!r}; use {MODES_HINT}.")
+    if isinstance(params, RoundParams):
+        if params.variant not in VARIANTS:
+            raise GcdbenchError(
+                f"method {method!r}: unknown variant {params.variant!r}; use paper or official."
+            )
+        if params.classifier not in ("known", "all"):
+            raise GcdbenchError(
+                f"method {method!r}: unknown classifier {params.classifier!r}; use known or all."
+            )
     if params.precision not in PRECISIONS:
         raise GcdbenchError(
             f"method {method!r}: unknown precision {params.precision!r}; use fp32 or bf16."

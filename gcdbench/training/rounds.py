@@ -85,7 +85,8 @@ def run_rounds(
     device = backbone.device
     pool_size = len(task.train)
     head = ProjectionHead(backbone.hidden_size, params.feat_dim).to(device)
-    classifier = KnownClassifier(params.feat_dim, task.num_known).to(device)
+    outputs = task.num_classes if params.classifier == "all" else task.num_known
+    classifier = KnownClassifier(params.feat_dim, outputs).to(device)
     per_epoch = steps_per_epoch(pool_size, params.batch_size)
     if params.max_steps_per_epoch > 0:
         per_epoch = min(per_epoch, params.max_steps_per_epoch)
@@ -133,7 +134,7 @@ def run_rounds(
                 outputs["logits"] = classifier(head(pooled))
                 batch["labels"] = labeled_y[lab].to(device)
             if align_weight and plan.align_targets:
-                _fill_alignment(batch, outputs, plan, idx, features[:, 0], mode, head, device)
+                _fill_alignment(batch, outputs, plan, idx, features[:, 0], mode, head, generator)
             total, values = weighted_sum(terms, batch, outputs)
             optimisation.step(total)
             for name, value in values.items():
@@ -171,7 +172,7 @@ def _begin_round(
         task.num_classes,
         k,
         seed,
-        params.mining_variant,
+        params.variant,
         kmeans_n_init=params.round_kmeans_n_init,
         num_labeled=task.num_labeled,
     )
@@ -231,7 +232,10 @@ def _loss_terms(params: RoundParams, *, ce: bool, align_weight: float) -> list[t
     if ce:
         terms.append((registry.get("loss", "ce")(), params.ce_weight))
     if align_weight:
-        terms.append((registry.get("loss", "align")(temperature=params.temperature), align_weight))
+        align = registry.get("loss", "align")(
+            temperature=params.temperature, include_positive=params.variant == "paper"
+        )
+        terms.append((align, align_weight))
     return terms
 
 
@@ -243,10 +247,11 @@ def _fill_alignment(
     anchor_features: torch.Tensor,
     mode: TrainingMode,
     head: ProjectionHead,
-    device: torch.device,
+    generator: torch.Generator,
 ) -> None:
-    """Alignment inputs for this batch. Descriptions go through the backbone without grad
-    (the modes embed only pool texts with grad) and through the head with grad."""
+    """Alignment inputs for this batch. Every description is re-encoded at every step with
+    grad through the trainable part of the backbone and the head (glean-spec §5.3)."""
+    device = anchor_features.device
     num = len(plan.descriptions)
     targets = torch.full((len(idx),), -1, dtype=torch.long)
     candidates = torch.zeros((len(idx), num), dtype=torch.bool)
@@ -254,8 +259,14 @@ def _fill_alignment(
         if anchor in plan.align_targets:
             targets[row] = plan.align_targets[anchor]
             candidates[row, list(plan.align_candidates.get(anchor, range(num)))] = True
-    described = torch.as_tensor(mode.encode_texts(list(plan.descriptions)), device=device)
     batch["align_targets"] = targets.to(device)
     batch["align_candidates"] = candidates.to(device)
     outputs["anchor_features"] = anchor_features
-    outputs["description_features"] = head.normalised(described.float())
+    if not bool((targets >= 0).any()):
+        # No anchor of this batch has a target: skip encoding K descriptions for nothing.
+        outputs["description_features"] = torch.zeros(
+            (num, anchor_features.shape[1]), device=device
+        )
+        return
+    described = mode.embed_texts(list(plan.descriptions), generator=generator)
+    outputs["description_features"] = head.normalised(described)

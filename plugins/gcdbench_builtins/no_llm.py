@@ -5,15 +5,18 @@ LLM-in-the-loop method is compared with (GLEAN's "w/o LLM", Loop's "w/o LLMs").
 
 from __future__ import annotations
 
-import torch
-
 from gcdbench import hookimpl
 from gcdbench.api import GCDTask, Method, MethodOutput
 from gcdbench.api.method import Component
 from gcdbench.runner.context import RunContext
+from gcdbench.training.pipeline import (
+    HEAD_MODE_DEVIATION,
+    cluster_test,
+    prepare_training,
+    test_features,
+)
 from gcdbench.training.presets import RoundParams, isolated_torch_rng, presets_for, resolve_topk
 from gcdbench.training.rounds import run_rounds
-from gcdbench_builtins.mtp import cluster_test, prepare_training
 
 
 class NoLLM(Method):
@@ -48,24 +51,15 @@ class NoLLM(Method):
                     ce=self.enabled("ce"),
                     reporter=ctx.reporter,
                 )
-            with ctx.timed("encode_test"), torch.no_grad():
-                features = setup.mode.encode_texts(task.test.texts)
-                if params.mode == "head":
-                    # The backbone never changed: what training shaped is the head's space.
-                    device = setup.backbone.device
-                    features = result.head.normalised(torch.as_tensor(features, device=device))
-                    features = features.float().cpu().numpy()
+            with ctx.timed("encode_test"):
+                features = test_features(setup, task.test.texts, result.head)
         with ctx.timed("kmeans"):
             assignments = cluster_test(
                 features, task.num_classes, ctx.seed, normalize=params.normalize
             )
         training = {**setup.diagnostics, "k": k}
         if params.mode == "head":
-            training["deviations"] = [
-                *training["deviations"],
-                "head mode: test features are the L2-normalised projection-head output, "
-                "since the frozen backbone's own features never change",
-            ]
+            training["deviations"] = [*training["deviations"], HEAD_MODE_DEVIATION]
         return MethodOutput(
             test_assignments=assignments,
             diagnostics={"training": training, "rounds": result.rounds},

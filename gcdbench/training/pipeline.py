@@ -1,0 +1,107 @@
+"""What every training method shares, start to end: load the run's ``--encoder`` as a
+trainable backbone, MTP-pre-train it (or take the cached result), build the training mode;
+after the rounds, features of the test split and K-means with the true K (glean-spec §7).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.cluster import KMeans
+
+from gcdbench.api.task import GCDTask
+from gcdbench.runner.context import RunContext
+from gcdbench.training.backbone import TextBackbone
+from gcdbench.training.heads import ProjectionHead
+from gcdbench.training.modes import TrainingMode, make_mode
+from gcdbench.training.presets import (
+    PretrainParams,
+    backbone_ref,
+    check_params,
+    l2_normalise,
+    torch_seed,
+)
+from gcdbench.training.pretrain import pretrain
+
+
+@dataclass
+class TrainingSetup:
+    backbone: TextBackbone
+    mode: TrainingMode
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_training(
+    task: GCDTask, ctx: RunContext, params: PretrainParams, method: str, *, with_mtp: bool = True
+) -> TrainingSetup:
+    """The backbone the run's ``--encoder`` names, MTP-pre-trained unless ``with_mtp`` is
+    off, and the training mode over the pool. Call inside :func:`isolated_torch_rng`."""
+    check_params(params, method)
+    ref = backbone_ref(ctx.spec.encoder, method)
+    wants_mlm = with_mtp and params.pretrain_mlm and params.mode != "head"
+    with ctx.timed("load_backbone"):
+        backbone = TextBackbone.from_ref(
+            ref, pooling=params.pooling, with_mlm_head=wants_mlm, max_length=params.max_length
+        )
+    diagnostics: dict[str, Any] = {"backbone": backbone.source}
+    mode: TrainingMode | None = None
+    if with_mtp:
+        with ctx.timed("pretrain"):
+            outcome = pretrain(
+                task,
+                backbone,
+                params,
+                seed=ctx.seed,
+                rng=ctx.rng("pretrain"),
+                reporter=ctx.reporter,
+            )
+        backbone, mode = outcome.backbone, outcome.mode
+        diagnostics["pretrain"] = outcome.describe()
+    else:
+        diagnostics["pretrain"] = {"skipped": "ablated"}
+    if mode is None:
+        with ctx.timed("prepare_mode"):
+            mode = make_mode(
+                params.mode,
+                backbone,
+                task.train.texts,
+                precision=params.precision,
+                reporter=ctx.reporter,
+                seed=torch_seed(ctx.rng("mode")),
+            )
+    diagnostics.update(mode.describe())
+    diagnostics["deviations"] = list(backbone.deviations)
+    return TrainingSetup(backbone, mode, diagnostics)
+
+
+def cluster_test(
+    features: np.ndarray, num_classes: int, seed: int, *, normalize: bool = False
+) -> np.ndarray:
+    """K-means with the true K, n_init pinned, random_state = the run seed (glean-spec §7)."""
+    if normalize:
+        features = l2_normalise(features)
+    model = KMeans(n_clusters=num_classes, n_init=10, random_state=seed).fit(features)
+    return model.labels_.astype(np.int64)
+
+
+def test_features(
+    setup: TrainingSetup, texts: list[str], head: ProjectionHead | None = None
+) -> np.ndarray:
+    """Features the final K-means clusters: the backbone's, or in ``head`` mode (the frozen
+    backbone's features never change) the L2-normalised projection-head output."""
+    with torch.no_grad():
+        features = setup.mode.encode_texts(texts)
+        if setup.mode.name == "head" and head is not None:
+            device = setup.backbone.device
+            features = head.normalised(torch.as_tensor(features, device=device))
+            features = features.float().cpu().numpy()
+    return features
+
+
+HEAD_MODE_DEVIATION = (
+    "head mode: test features are the L2-normalised projection-head output, "
+    "since the frozen backbone's own features never change"
+)
