@@ -23,6 +23,7 @@ import json
 import random
 import tempfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +31,16 @@ import numpy as np
 
 from gcdbench.api.dataset import DataFile, DatasetParts, Part
 from gcdbench.api.encoder import Encoder
+from gcdbench.api.feedback import FeedbackEnv
 from gcdbench.api.method import Method, MethodOutput, params_dict
 from gcdbench.api.spec import RunSpec
-from gcdbench.api.task import GCDTask
+from gcdbench.api.task import GCDTask, Gold
 from gcdbench.data.split import build_task, make_split
 from gcdbench.encoders.bag_of_words import BagOfWordsEncoder
 from gcdbench.encoders.cache import FeatureCache
+from gcdbench.feedback.resolve import open_feedback
 from gcdbench.registry import KINDS
+from gcdbench.report.feedback_quality import score_feedback_log
 from gcdbench.runner.context import RunContext
 
 __all__ = ["BagOfWordsEncoder", "ConformanceError", "check_method", "method_checks", "tiny_task"]
@@ -100,6 +104,8 @@ def _context(
     parts: DatasetParts,
     encoder: Encoder | str | None,
     work_dir: Path,
+    gold: Gold,
+    feedback: str,
 ) -> RunContext:
     from gcdbench.encoders import encoder_factory
 
@@ -115,7 +121,18 @@ def _context(
     named = {"encoder": encoder} if isinstance(encoder, str) else {}
     spec = RunSpec(method_cls.name, "tiny", 0.5, seed, 0.5, params=params_dict(params), **named)
     texts = {p.file.sha256: list(p.texts) for p in (parts.train, parts.dev, parts.test) if p}
-    return RunContext(spec, texts, factory, work_dir, features=FeatureCache(work_dir / "features"))
+    feedback_factory = None
+    if "feedback" in method_cls.uses:
+        env = FeedbackEnv(seed=seed, gold=gold, ledger_path=work_dir / "ledger.sqlite")
+        feedback_factory = partial(open_feedback, feedback, env)
+    return RunContext(
+        spec,
+        texts,
+        factory,
+        work_dir,
+        features=FeatureCache(work_dir / "features"),
+        feedback_factory=feedback_factory,
+    )
 
 
 def _fail(method_cls: type[Method], rule: str) -> ConformanceError:
@@ -123,9 +140,10 @@ def _fail(method_cls: type[Method], rule: str) -> ConformanceError:
 
 
 def method_checks(
-    method_cls: type[Method], *, encoder: Encoder | str | None = None
+    method_cls: type[Method], *, encoder: Encoder | str | None = None, feedback: str = "oracle"
 ) -> list[Callable[[], None]]:
-    """The checks, each a no-argument callable named after what it checks."""
+    """The checks, each a no-argument callable named after what it checks. Methods that
+    ask feedback get ``feedback`` (a ``--llm`` spec; the exact gold oracle by default)."""
 
     def check_declaration() -> None:
         name = getattr(method_cls, "name", None)
@@ -170,12 +188,24 @@ def method_checks(
     def run_once(
         seed: int, ablations: frozenset[str] = frozenset()
     ) -> tuple[MethodOutput, GCDTask]:
-        task, _, parts = tiny_task(seed)
+        task, gold, parts = tiny_task(seed)
         preset = "smoke" if "smoke" in method_cls.presets else None
         params = method_cls.resolve_params(preset, {})
         with tempfile.TemporaryDirectory() as tmp:
-            ctx = _context(method_cls, params, seed, parts, encoder, Path(tmp))
-            return method_cls(params, ablations).run(task, ctx), task
+            ctx = _context(method_cls, params, seed, parts, encoder, Path(tmp), gold, feedback)
+            try:
+                output = method_cls(params, ablations).run(task, ctx)
+            finally:
+                if ctx.feedback_loaded:
+                    ctx.feedback.close()
+            if output.feedback_log is not None:
+                try:
+                    score_feedback_log(output.feedback_log, gold, BagOfWordsEncoder())
+                except Exception as exc:
+                    raise _fail(
+                        method_cls, f"its feedback_log cannot be scored against gold: {exc}"
+                    ) from exc
+            return output, task
 
     def check_output() -> None:
         output, task = run_once(0)
@@ -233,7 +263,9 @@ def method_checks(
     ]
 
 
-def check_method(method_cls: type[Method], *, encoder: Encoder | str | None = None) -> None:
+def check_method(
+    method_cls: type[Method], *, encoder: Encoder | str | None = None, feedback: str = "oracle"
+) -> None:
     """Run every check; raise :class:`ConformanceError` on the first broken rule."""
-    for check in method_checks(method_cls, encoder=encoder):
+    for check in method_checks(method_cls, encoder=encoder, feedback=feedback):
         check()

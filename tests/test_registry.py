@@ -22,7 +22,7 @@ def test_unknown_name_suggests_the_closest():
         registry.get("method", "kmean")
     message = str(info.value)
     assert "unknown method 'kmean'" in message
-    assert "Did you mean 'kmeans'?" in message
+    assert "Did you mean 'kmeans'" in message
     assert "\n" not in message
 
 

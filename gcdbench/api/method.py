@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from gcdbench.api.feedback_log import FeedbackLog
 from gcdbench.errors import GcdbenchError, UnknownNameError
 
 if TYPE_CHECKING:
@@ -39,11 +40,16 @@ class ClusterInfo:
 
 @dataclass
 class MethodOutput:
-    """A method's answer: one cluster id per test text, plus anything it wants recorded."""
+    """A method's answer: one cluster id per test text, plus anything it wants recorded.
+
+    Feedback methods return the questions they asked in ``feedback_log``; the runner scores
+    it against gold into ``diagnostics["feedback_quality"]``.
+    """
 
     test_assignments: np.ndarray
     clusters: dict[int, ClusterInfo] = field(default_factory=dict)
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    feedback_log: FeedbackLog | None = None
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import sys
 from functools import partial
@@ -23,6 +24,7 @@ from gcdbench.cli.common import (
     parse_params,
     results_dir_option,
 )
+from gcdbench.errors import GcdbenchError
 from gcdbench.feedback.resolve import option_pairs
 from gcdbench.runner.run import RunOptions, execute, resolve_spec, run_job
 from gcdbench.runner.store import ResultsStore, load_record
@@ -83,6 +85,13 @@ from gcdbench.runner.store import ResultsStore, load_record
     help="Override a method parameter (repeatable).",
 )
 @click.option(
+    "--variant",
+    type=click.Choice(["paper", "official"]),
+    default=None,
+    help="Where the official code departs from the paper, follow which (methods with a "
+    "variant parameter: no-llm, glean, loop) [method default: paper].",
+)
+@click.option(
     "--llm",
     default=None,
     metavar="SPEC",
@@ -125,6 +134,7 @@ def run(
     encoder: str | None,
     preset: str | None,
     params: tuple[str, ...],
+    variant: str | None,
     llm: str | None,
     llm_options: tuple[str, ...],
     llm_offline: bool,
@@ -140,6 +150,13 @@ def run(
     """Run METHOD and print ACC/ARI/NMI; one record per (dataset, known ratio, seed)."""
     names = [n.strip() for d in datasets for n in d.split(",") if n.strip()]
     overrides = parse_params(params)
+    if variant is not None:
+        fields = {f.name for f in dataclasses.fields(registry.get("method", method).Params)}
+        if "variant" not in fields:
+            raise GcdbenchError(f"method {method!r} has no paper/official variant; drop --variant.")
+        if "variant" in overrides and overrides["variant"] != variant:
+            raise GcdbenchError("--variant and -p variant= disagree; pass one of them.")
+        overrides["variant"] = variant
     options_of_llm = option_pairs(llm_options)
     specs = [
         resolve_spec(

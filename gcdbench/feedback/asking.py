@@ -112,10 +112,17 @@ def build_asks(index: int, query: Query, backend: Backend, options: LLMOptions) 
     if kind.answer != kinds.CHOICE:
         return [_ask(index, query, kind, None, backend, options)]
     n = kind.option_count(query)
+    k = max(options.order_consistency, int(query.payload.get("orderings", 1)))
     return [
         _ask(index, query, kind, order, backend, options)
-        for order in orderings(query, n, options.order_consistency, options.sample_seed)
+        for order in orderings(query, n, k, options.sample_seed)
     ]
+
+
+def confidence_threshold(query: Query, options: LLMOptions) -> float | None:
+    """The query's own ``min_confidence`` (a method's filter), else the provider option."""
+    wanted = query.payload.get("min_confidence")
+    return float(wanted) if wanted is not None else options.confidence_threshold
 
 
 def _ask(
@@ -130,7 +137,7 @@ def _ask(
     if kind.answer == kinds.CHOICE:
         if options.choose_by_logprobs and backend.supports_logprobs:
             mode = prompts.NUMBER
-        elif options.confidence_threshold is not None:
+        elif confidence_threshold(query, options) is not None:
             mode = prompts.CONFIDENCE
     rendered = prompts.render(query, layout=options.layout, answer_mode=mode, order=order)
     n = len(order) if order is not None else 0

@@ -15,7 +15,8 @@ label-merging              labels[str], task, target_count?            [label, .
 classify-into-labels       text, labels[str], task                     label index (0-based)
 =========================  ==========================================  =======================
 
-``demonstrations`` are ``[text, label]`` pairs (GLEAN's "Task Context"). ``meta``:
+``demonstrations`` are ``[text, label]`` pairs (GLEAN's "Task Context"); the two choice
+kinds also take ``min_confidence`` and ``orderings`` (how to ask, see ``_ASKING``). ``meta``:
 select-similar-instance ``{anchor: id, options: [id]}``; select-category ``{anchor: id,
 option_members: [[id]]}`` (members or representatives of each offered cluster);
 characterize-cluster and label-generation ``{ids: [id]}``; classify-into-labels ``{id: id}``.
@@ -60,7 +61,18 @@ _TASK = Field("task", "str", required=False)
 _DEMOS = Field("demonstrations", "list[pair]", required=False)
 # A template other than the kind's default, e.g. "loop-v1" (see gcdbench.feedback.prompts).
 _TEMPLATE = Field("template", "str", required=False)
-_QUERY_OPTIONS = (Field("query", "str"), Field("options", "list[str]"), _TASK, _DEMOS, _TEMPLATE)
+# How a method wants a choice asked (its quality filters), beside the provider's own
+# --llm-option defaults: ask for a confidence and mark answers below it low-confidence; ask in
+# this many option orders and keep only agreeing answers. Oracles ignore both.
+_ASKING = (Field("min_confidence", "float", False), Field("orderings", "int", False))
+_QUERY_OPTIONS = (
+    Field("query", "str"),
+    Field("options", "list[str]"),
+    _TASK,
+    _DEMOS,
+    _TEMPLATE,
+    *_ASKING,
+)
 
 KINDS: dict[str, QueryKind] = {
     k.name: k
@@ -182,6 +194,8 @@ def _check_fields(
 def _has_type(value: Any, type_: str) -> bool:
     if type_ == "str":
         return isinstance(value, str)
+    if type_ == "float":
+        return (isinstance(value, int | float) and not isinstance(value, bool)) or _is_np_int(value)
     if type_ == "int":
         return (isinstance(value, int) and not isinstance(value, bool)) or _is_np_int(value)
     if not isinstance(value, list | tuple):

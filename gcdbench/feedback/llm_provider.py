@@ -27,7 +27,7 @@ from gcdbench.api.feedback import (
 from gcdbench.errors import GcdbenchError
 from gcdbench.feedback import kinds
 from gcdbench.feedback.accounting import Budget, FeedbackStats
-from gcdbench.feedback.asking import Ask, LLMOptions, build_asks, decode
+from gcdbench.feedback.asking import Ask, LLMOptions, build_asks, confidence_threshold, decode
 from gcdbench.feedback.ledger import Entry, Ledger, ledger_key
 from gcdbench.llm.api import Backend, ChatResult
 from gcdbench.llm.pricing import cost
@@ -235,7 +235,7 @@ class LLMFeedbackProvider(FeedbackProvider):
             return Answer(None, INCONSISTENT, raw, cached=cached)
         known = [c for c in confidences if c is not None]
         confidence = min(known) if len(known) == len(confidences) else None
-        threshold = self.options.confidence_threshold
+        threshold = confidence_threshold(query, self.options)
         if threshold is not None and (confidence is None or confidence < threshold):
             return Answer(values[0], LOW_CONFIDENCE, raw, confidence, cached)
         return Answer(values[0], OK, raw, confidence, cached)

@@ -45,6 +45,10 @@ class RunContext:
     timings: dict[str, float] = field(default_factory=dict)
     # Built on first use from the spec's --llm; the oracle gets gold labels from the runner.
     feedback_factory: Callable[[], FeedbackProvider] | None = None
+    # Gold-labelled dev examples of the *novel* classes: only the explicitly leaky options
+    # read them (GLEAN's official category demonstrations), and reading marks the run.
+    novel_dev_examples: Callable[[int], list[tuple[str, str]]] | None = None
+    leaked: list[str] = field(default_factory=list)
     _encoder: Encoder | None = None
     _feedback: FeedbackProvider | None = None
 
@@ -78,6 +82,17 @@ class RunContext:
             self._feedback = self.feedback_factory()
         return self._feedback
 
+    def leak_novel_examples(self, per_class: int, why: str) -> list[tuple[str, str]]:
+        """``per_class`` (text, gold class name) pairs from the dev split of every novel
+        class. This hands the method gold labels of novel classes: the run record says so
+        (``leaks_labels``), and leaderboards mark the run."""
+        if self.novel_dev_examples is None:
+            from gcdbench.errors import GcdbenchError
+
+            raise GcdbenchError(f"{why} needs novel-class dev examples, which this run lacks.")
+        self.leaked.append(why)
+        return self.novel_dev_examples(per_class)
+
     @property
     def feedback_loaded(self) -> bool:
         return self._feedback is not None
@@ -105,4 +120,9 @@ class RunContext:
             self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
 
     def describe(self) -> dict[str, Any]:
-        return {"feature_cache": {"hits": self.features.hits, "misses": self.features.misses}}
+        out: dict[str, Any] = {
+            "feature_cache": {"hits": self.features.hits, "misses": self.features.misses}
+        }
+        if self.leaked:
+            out["leaks_labels"] = list(self.leaked)
+        return out

@@ -39,6 +39,7 @@ from gcdbench.encoders import encoder_factory
 from gcdbench.errors import GcdbenchError
 from gcdbench.feedback.resolve import open_feedback, resolve_llm
 from gcdbench.metrics import evaluate, hungarian_mapping
+from gcdbench.report.feedback_quality import score_feedback_log
 from gcdbench.runner import provenance
 from gcdbench.runner.context import Reporter, RunContext
 from gcdbench.runner.store import ResultsStore
@@ -169,6 +170,7 @@ def execute(spec: RunSpec, options: RunOptions, reporter: Reporter | None = None
             feedback_factory=partial(open_feedback, spec.llm, feedback_env)
             if "feedback" in method_cls.uses and spec.llm
             else None,
+            novel_dev_examples=partial(_novel_dev_examples, parts, split.known_classes),
         )
         reporter.message(f"running {spec.label} (seed {spec.seed})")
         try:
@@ -182,7 +184,12 @@ def execute(spec: RunSpec, options: RunOptions, reporter: Reporter | None = None
 
     metrics = evaluate(gold.test_y, output.test_assignments, gold.known_ids)
     predictions = _predictions(task, gold, output)
-    lap("metrics", t)
+    t = lap("metrics", t)
+    diagnostics = dict(output.diagnostics)
+    if output.feedback_log is not None:
+        # Only the runner holds gold labels, so only it can score the questions asked.
+        diagnostics["feedback_quality"] = score_feedback_log(output.feedback_log, gold)
+        lap("feedback_quality", t)
     timings["total"] = time.perf_counter() - clock
 
     plugin = registry.owner("method", spec.method)
@@ -233,7 +240,7 @@ def execute(spec: RunSpec, options: RunOptions, reporter: Reporter | None = None
             {"id": int(k), "name": c.name, "description": c.description}
             for k, c in sorted(output.clusters.items())
         ],
-        diagnostics=output.diagnostics,
+        diagnostics=diagnostics,
     )
     path = store.write(record, predictions)
     return Outcome(spec, "done", str(path))
@@ -276,6 +283,24 @@ def _file_texts(parts: DatasetParts) -> dict[str, list[str]]:
         rows.update(zip(part.rows.tolist(), part.texts, strict=True))
     # Rows no part uses (none in the built-in layouts) embed as empty strings.
     return {sha: [rows.get(i, "") for i in range(max(rows) + 1)] for sha, rows in by_file.items()}
+
+
+def _novel_dev_examples(
+    parts: DatasetParts, known: Sequence[str], per_class: int
+) -> list[tuple[str, str]]:
+    """The first ``per_class`` dev rows of every novel class (class order), with gold names."""
+    if parts.dev is None:
+        return []
+    taken: dict[str, int] = {}
+    out = []
+    for text, label in zip(parts.dev.texts, parts.dev.labels, strict=True):
+        if label in known or taken.get(label, 0) >= per_class:
+            continue
+        taken[label] = taken.get(label, 0) + 1
+        out.append((text, str(parts.label_names.get(label, label))))
+    order = {c: i for i, c in enumerate(parts.classes)}
+    names = {str(parts.label_names.get(c, c)): order[c] for c in parts.classes}
+    return sorted(out, key=lambda pair: names.get(pair[1], len(order)))
 
 
 def _check_output(output: MethodOutput, task: GCDTask, spec: RunSpec) -> None:

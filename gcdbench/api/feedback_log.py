@@ -1,0 +1,75 @@
+"""What a feedback method reports about the questions it asked, for diagnostics.
+
+A method never sees gold labels, so it cannot score its own feedback. It fills a
+:class:`FeedbackLog` (who was asked about, which options, what came back, what the encoder
+alone would have chosen, what was used) and returns it in ``MethodOutput.feedback_log``;
+the runner, which holds the gold labels, scores it
+(:func:`gcdbench.report.feedback_quality.score_feedback_log`) into the run record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+INSTANCE = "select-similar-instance"
+CATEGORY = "select-category"
+
+
+@dataclass
+class ChoiceLog:
+    """One round's questions of one choice kind.
+
+    ``options`` holds pool ids for :data:`INSTANCE` questions and cluster ids for
+    :data:`CATEGORY` questions (whose gold reading needs the round's ``assignments``).
+    ``chosen`` and ``encoder_choice`` are option positions (0-based, −1 for none).
+    """
+
+    kind: str
+    round: int
+    anchors: list[int]
+    options: list[list[int]]
+    chosen: list[int]
+    statuses: list[str]
+    confidences: list[float | None]
+    encoder_choice: list[int]
+    used: list[bool]
+    assignments: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n = len(self.anchors)
+        lengths = {
+            "options": len(self.options),
+            "chosen": len(self.chosen),
+            "statuses": len(self.statuses),
+            "confidences": len(self.confidences),
+            "encoder_choice": len(self.encoder_choice),
+            "used": len(self.used),
+        }
+        wrong = {k: v for k, v in lengths.items() if v != n}
+        if wrong:
+            from gcdbench.errors import GcdbenchError
+
+            raise GcdbenchError(
+                f"ChoiceLog for {self.kind} has {n} anchors but {wrong}; log one entry per anchor."
+            )
+        if self.kind == CATEGORY and self.assignments is None:
+            from gcdbench.errors import GcdbenchError
+
+            raise GcdbenchError("a select-category ChoiceLog needs the round's assignments.")
+
+
+@dataclass
+class DescriptionLog:
+    """One round's cluster descriptions (one text per cluster) and how many fell back."""
+
+    round: int
+    texts: list[str]
+    fallbacks: int = 0
+
+
+@dataclass
+class FeedbackLog:
+    choices: list[ChoiceLog] = field(default_factory=list)
+    descriptions: list[DescriptionLog] = field(default_factory=list)

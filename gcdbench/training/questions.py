@@ -1,0 +1,191 @@
+"""Asking a round's questions as batches, for the methods that train with feedback.
+
+GLEAN and Loop share this: turn (anchor, candidate) arrays into typed queries, send them to
+the run's feedback provider in one batch per kind, decide which answers are used, and log
+everything the runner needs to score the feedback against gold
+(:mod:`gcdbench.api.feedback_log`). No training code here and no gold labels.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gcdbench.api.feedback import Answer, FeedbackProvider, Query
+from gcdbench.api.feedback_log import CATEGORY, ChoiceLog, DescriptionLog, FeedbackLog
+from gcdbench.api.task import GCDTask
+from gcdbench.runner.context import RunContext
+
+CHARACTERIZE = "characterize-cluster"
+
+
+@dataclass(frozen=True)
+class AskingStyle:
+    """How choice questions are asked: demonstrations, and the quality filters a method
+    applies (``min_confidence`` asks for a confidence and drops answers below it;
+    ``orderings`` > 1 asks in that many option orders and drops disagreeing answers)."""
+
+    demonstrations: Sequence[tuple[str, str]] = ()
+    min_confidence: float | None = None
+    orderings: int = 1
+    template: str | None = None
+
+    @property
+    def filtering(self) -> bool:
+        return self.min_confidence is not None or self.orderings > 1
+
+    def payload(self, task: GCDTask, query: str, options: Sequence[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {"query": query, "options": list(options), "task": task.task_word}
+        if self.demonstrations:
+            out["demonstrations"] = [list(pair) for pair in self.demonstrations]
+        if self.min_confidence is not None:
+            out["min_confidence"] = float(self.min_confidence)
+        if self.orderings > 1:
+            out["orderings"] = int(self.orderings)
+        if self.template:
+            out["template"] = self.template
+        return out
+
+
+def usable(answer: Answer, style: AskingStyle) -> bool:
+    """An answer trains the model when it has a value and, if the method filters, passed
+    the filters (the provider marks low-confidence and inconsistent answers)."""
+    if answer.value is None:
+        return False
+    return answer.ok if style.filtering else True
+
+
+def known_class_demonstrations(task: GCDTask, per_class: int) -> list[tuple[str, str]]:
+    """The first ``per_class`` dev texts of every known class, in known-class order, with the
+    class's name (GLEAN's "Task Context", glean-spec §5.4). Never a novel class."""
+    taken: Counter[int] = Counter()
+    by_class: dict[int, list[str]] = {}
+    for text, y in zip(task.dev.texts, np.asarray(task.dev_y).tolist(), strict=True):
+        if taken[y] < per_class:
+            taken[y] += 1
+            by_class.setdefault(y, []).append(text)
+    return [(text, task.known_class_names[y]) for y in sorted(by_class) for text in by_class[y]]
+
+
+@dataclass
+class ChoiceRound:
+    """What one batch of choice questions gave: the answers, and which are used."""
+
+    anchors: np.ndarray
+    options: np.ndarray
+    answers: list[Answer]
+    used: list[bool]
+
+    def chosen(self) -> dict[int, int]:
+        """anchor -> the chosen option's id (pool id or cluster id), for used answers."""
+        return {
+            int(a): int(row[ans.value])
+            for a, row, ans, ok in zip(
+                self.anchors, self.options, self.answers, self.used, strict=True
+            )
+            if ok
+        }
+
+    def summary(self) -> dict[str, Any]:
+        statuses = Counter(a.status for a in self.answers)
+        return {"asked": len(self.answers), "used": int(sum(self.used)), "statuses": dict(statuses)}
+
+
+@dataclass
+class Asker:
+    """Asks a run's questions through ``ctx.feedback`` and keeps the log."""
+
+    task: GCDTask
+    ctx: RunContext
+    log: FeedbackLog = field(default_factory=FeedbackLog)
+
+    @property
+    def provider(self) -> FeedbackProvider:
+        return self.ctx.feedback
+
+    def choose(
+        self,
+        kind: str,
+        round_index: int,
+        anchors: np.ndarray,
+        options: np.ndarray,
+        option_texts: Sequence[Sequence[str]],
+        style: AskingStyle,
+        *,
+        meta: Sequence[Mapping[str, Any]],
+        encoder_choice: np.ndarray,
+        assignments: np.ndarray | None = None,
+    ) -> ChoiceRound:
+        """One batch of ``kind`` questions, anchor i choosing among ``option_texts[i]``."""
+        texts = self.task.train.texts
+        queries = [
+            Query(kind, style.payload(self.task, texts[int(a)], shown), dict(m))
+            for a, shown, m in zip(anchors, option_texts, meta, strict=True)
+        ]
+        with self.ctx.timed(f"feedback:{kind}"):
+            answers = self.provider.answer(queries) if queries else []
+        used = [usable(a, style) for a in answers]
+        self.log.choices.append(
+            ChoiceLog(
+                kind=kind,
+                round=round_index,
+                anchors=[int(a) for a in anchors],
+                options=[[int(o) for o in row] for row in options],
+                chosen=[int(a.value) if a.value is not None else -1 for a in answers],
+                statuses=[a.status for a in answers],
+                confidences=[a.confidence for a in answers],
+                encoder_choice=[int(c) for c in encoder_choice],
+                used=used,
+                assignments=assignments.copy() if kind == CATEGORY else None,
+            )
+        )
+        return ChoiceRound(np.asarray(anchors), np.asarray(options), answers, used)
+
+    def characterize(
+        self,
+        groups: Sequence[Sequence[int]],
+        texts: Sequence[str],
+        *,
+        known_names: Sequence[str] = (),
+        template: str | None = None,
+        part: str = "train",
+        round_index: int | None = None,
+    ) -> tuple[list[dict[str, str] | None], list[Answer]]:
+        """A name and description for each group of ``texts`` ids (None where no usable
+        answer came back). With ``round_index`` the descriptions join the log."""
+        queries = []
+        for ids in groups:
+            payload: dict[str, Any] = {
+                "texts": [texts[int(i)] for i in ids],
+                "task": self.task.task_word,
+            }
+            if known_names:
+                payload["known_names"] = list(known_names)
+            if template:
+                payload["template"] = template
+            meta: dict[str, Any] = {"ids": [int(i) for i in ids]}
+            if part != "train":
+                meta["part"] = part
+            queries.append(Query(CHARACTERIZE, payload, meta))
+        with self.ctx.timed(f"feedback:{CHARACTERIZE}"):
+            answers = self.provider.answer(queries) if queries else []
+        values = [a.value if a.value is not None else None for a in answers]
+        return values, answers
+
+
+def description_text(value: Mapping[str, str] | None, fallback_texts: Sequence[str]) -> str:
+    """A cluster's description as its candidates are shown; a cluster whose characterisation
+    failed shows its first three texts instead (the reference's fallback, counted)."""
+    if value is None:
+        return "Fallback Description: " + " | ".join(fallback_texts[:3])
+    name = str(value.get("name", "")).strip()
+    description = str(value.get("description", "")).strip()
+    return f"{name}: {description}" if name and description else name or description
+
+
+def log_descriptions(log: FeedbackLog, round_index: int, texts: list[str], fallbacks: int) -> None:
+    log.descriptions.append(DescriptionLog(round_index, list(texts), fallbacks))

@@ -1,0 +1,214 @@
+"""``loop``: Loop (An et al., arXiv 2312.10897), GLEAN's parent, as glean-spec §6 describes it.
+
+MTP pre-training, then rounds: K-means; Local Inconsistent Sampling (the samples in both the
+top-v by local inconsistency and the top-v by entropy); the scalable query — which of |q|
+neighbours, one from each of the anchor's candidate clusters, shares its category; refined
+neighbourhood contrastive learning with the chosen neighbour as positive, plus 0.5·CE.
+After training the discovered clusters are named: clusters matched (Hungarian) to a known
+class's mean feature take its name, the others are named by the LLM from the 3 texts
+nearest their centre.
+
+``--variant paper`` (default): candidate clusters are those holding most of the anchor's
+neighbours, and any |q| >= 2 works. ``--variant official``: the released code's own cluster +
+first differing neighbour's cluster, |q| = 2, the anchor itself among the drawable neighbours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from gcdbench import hookimpl, registry
+from gcdbench.api import GCDTask, Method, MethodOutput
+from gcdbench.api.feedback_log import INSTANCE
+from gcdbench.api.method import ClusterInfo, Component
+from gcdbench.api.miner import ClusterState
+from gcdbench.errors import GcdbenchError
+from gcdbench.runner.context import RunContext
+from gcdbench.training.candidates import NO_QUERY, encoder_choice, loop_candidates
+from gcdbench.training.mining import nearest_to_centers, squared_distances
+from gcdbench.training.pipeline import TrainingSetup, cluster_test, prepare_training, test_features
+from gcdbench.training.presets import (
+    RoundParams,
+    isolated_torch_rng,
+    l2_normalise,
+    presets_for,
+    resolve_topk,
+)
+from gcdbench.training.questions import Asker, AskingStyle
+from gcdbench.training.rounds import RoundPlan, run_rounds
+
+
+@dataclass(frozen=True)
+class LoopParams(RoundParams):
+    ce_weight: float = 0.5  # Loop's code weighs CE by 0.5 (§6.2)
+    query_samples: int = 500  # m: the top-m by each criterion; LIS keeps their intersection
+    sampling: str = "local-inconsistency"
+    options: int = 2  # |q|
+    naming_texts: int = 3  # texts per novel cluster in the naming question
+
+
+_LOOP_PAPER = {"feat_dim": 128, "epochs": 50, "batch_size": 128, "ce_weight": 0.5}
+_LOOP_SMOKE = {"query_samples": 400}
+
+
+def _presets() -> dict[str, dict[str, Any]]:
+    presets = presets_for(LoopParams)
+    presets["paper"] = {**presets["paper"], **_LOOP_PAPER}
+    presets["smoke"] = {**presets["smoke"], **_LOOP_SMOKE}
+    return presets
+
+
+class Loop(Method):
+    name = "loop"
+    description = (
+        "Loop: rounds of local inconsistent sampling, an LLM choosing the true neighbour among "
+        "|q| candidates from neighbouring clusters, refined neighbourhood contrastive "
+        "learning + 0.5·CE; K-means on test features; novel clusters named by the LLM. "
+        "Defaults = the cpu preset; presets: cpu, paper (GPU), smoke"
+    )
+    version = "1"
+    uses = ("encoder", "loss", "miner", "feedback")
+    components = (
+        Component("llm", "the LLM's neighbour choice (ablated: random kNN positives)"),
+        Component("ce", "the cross-entropy term on labeled texts"),
+        Component("naming", "LLM names for the discovered (novel) clusters"),
+    )
+    Params = LoopParams
+    presets = _presets()
+
+    def run(self, task: GCDTask, ctx: RunContext) -> MethodOutput:
+        params: LoopParams = self.params
+        if params.query_samples < 0:
+            raise GcdbenchError("loop: query_samples must be >= 0; pass -p query_samples=500.")
+        registry.get("miner", params.sampling)
+        k = resolve_topk(params.k, task.dataset, len(task.train))
+        rounds = LoopRounds(task, ctx, params)
+        if params.options < 2 or (params.variant == "official" and params.options != 2):
+            raise GcdbenchError(
+                f"loop: options = {params.options}; Loop asks between 2 or more (official: 2)."
+            )
+        with isolated_torch_rng(ctx.rng("torch")):
+            setup = prepare_training(task, ctx, params, self.name)
+            with ctx.timed("rounds"):
+                result = run_rounds(
+                    task,
+                    setup.mode,
+                    params,
+                    k=k,
+                    seed=ctx.seed,
+                    rng=ctx.rng("rounds"),
+                    hook=rounds if self.enabled("llm") else None,
+                    ce=self.enabled("ce"),
+                    reporter=ctx.reporter,
+                )
+            with ctx.timed("encode_test"):
+                features = test_features(setup, task.test.texts, result.head)
+                known_means = _known_class_means(setup, task, result.head)
+        with ctx.timed("kmeans"):
+            assignments = cluster_test(
+                features, task.num_classes, ctx.seed, normalize=params.normalize
+            )
+        clusters = {}
+        if self.enabled("naming"):
+            clusters = rounds.name_clusters(features, assignments, known_means)
+        return MethodOutput(
+            test_assignments=assignments,
+            clusters=clusters,
+            diagnostics={
+                "training": {**setup.diagnostics, "k": k},
+                "rounds": result.rounds,
+                "loop": {"variant": params.variant, "options": params.options},
+            },
+            feedback_log=rounds.asker.log if self.enabled("llm") else None,
+        )
+
+
+def _known_class_means(setup: TrainingSetup, task: GCDTask, head: Any) -> np.ndarray:
+    """Mean feature of every known class over its labeled pool texts, in the test space."""
+    labeled = task.train.texts[: task.num_labeled]
+    features = test_features(setup, labeled, head)
+    y = np.asarray(task.labeled_y)
+    return np.stack(
+        [
+            features[y == c].mean(axis=0) if (y == c).any() else np.zeros(features.shape[1])
+            for c in range(task.num_known)
+        ]
+    )
+
+
+class LoopRounds:
+    """The round hook: LIS, then one batch of neighbour questions."""
+
+    def __init__(self, task: GCDTask, ctx: RunContext, params: LoopParams) -> None:
+        self.task, self.ctx, self.params = task, ctx, params
+        self.miner = registry.get("miner", params.sampling)
+        self.asker = Asker(task, ctx)
+        self.style = AskingStyle(template="loop-v1")
+
+    def __call__(self, state: ClusterState, index: int, texts: Any) -> RoundPlan:
+        rng = self.ctx.rng(f"loop-round-{index}")
+        budget = min(self.params.query_samples, state.size)
+        selected = np.asarray(self.miner.select(state, budget, rng), dtype=np.int64)
+        candidates = loop_candidates(
+            state, selected, self.params.options, rng, variant=self.params.variant
+        )
+        keep = candidates[:, 0] != NO_QUERY
+        anchors, candidates = selected[keep], candidates[keep]
+        pool = self.task.train.texts
+        asked = self.asker.choose(
+            INSTANCE,
+            index,
+            anchors,
+            candidates,
+            [[pool[c] for c in row] for row in candidates],
+            self.style,
+            meta=[
+                {"anchor": int(a), "options": [int(c) for c in row]}
+                for a, row in zip(anchors, candidates, strict=True)
+            ],
+            encoder_choice=encoder_choice(state.features, anchors, candidates),
+        )
+        info = {
+            "selected": len(selected),
+            "no_query": int((~keep).sum()),
+            INSTANCE: asked.summary(),
+        }
+        return RoundPlan(positives=asked.chosen(), info=info)
+
+    def name_clusters(
+        self, features: np.ndarray, assignments: np.ndarray, known_means: np.ndarray
+    ) -> dict[int, ClusterInfo]:
+        if self.params.normalize:
+            features, known_means = l2_normalise(features), l2_normalise(known_means)
+        ids = sorted(set(assignments.tolist()))
+        centers = np.stack([features[assignments == c].mean(axis=0) for c in ids])
+        rows, cols = linear_sum_assignment(squared_distances(known_means, centers))
+        out = {
+            ids[col]: ClusterInfo(self.task.known_class_names[row], "matched to a known class")
+            for row, col in zip(rows, cols, strict=True)
+        }
+        novel = [i for i, cluster in enumerate(ids) if cluster not in out]
+        if not novel:
+            return out
+        count = min(self.params.naming_texts, len(features))
+        reps = nearest_to_centers(features, centers[novel], count)
+        values, answers = self.asker.characterize(
+            [row.tolist() for row in reps],
+            self.task.test.texts,
+            known_names=self.task.known_class_names,
+            template="loop-v1",
+            part="test",
+        )
+        for i, value, answer in zip(novel, values, answers, strict=True):
+            name = str(value.get("name", "")) if value else ""
+            out[ids[i]] = ClusterInfo(name, "novel" if value else f"no name ({answer.status})")
+        return out
+
+
+@hookimpl
+def register_methods(register):
+    register(Loop)
