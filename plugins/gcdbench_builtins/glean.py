@@ -58,11 +58,17 @@ from gcdbench.training.rounds import RoundPlan, run_rounds
 
 @dataclass(frozen=True)
 class GleanParams(RoundParams):
+    """Defaults = the cpu preset: the round loop's cpu values, two rounds (the embedded 1.5B
+    model answers 1–3 questions a second on two cores; benchmarks/REPRODUCTION.md), 100
+    anchors per round and the top ⌊0.1·K⌋ descriptions per category question. The paper
+    preset restores v = 500, ratio 0.5 and five rounds."""
+
     classifier: str = "all"  # GLEAN's classifier has K outputs (§2)
-    query_samples: int = 500  # v: anchors asked about per round
+    update_per_epoch: int = 3
+    query_samples: int = 100  # v: anchors asked about per round (paper: 500)
     sampling: str = "entropy"  # the miner picking them ("entropy" = the official "highest")
     options: int = 5  # similar-instance candidates, one per top cluster
-    category_ratio: float = 0.5  # offer the top ⌊ratio·K⌋ cluster descriptions
+    category_ratio: float = 0.1  # offer the top ⌊ratio·K⌋ cluster descriptions (paper: 0.5)
     align_weight: float = 0.1  # λ
     representatives: int = 10  # texts per cluster in the characterisation question
     demos_per_class: int = 5  # known-class dev examples in the instance question
@@ -75,8 +81,14 @@ class GleanParams(RoundParams):
     name_clusters: bool = True  # name and describe the final test clusters
 
 
-_GLEAN_PAPER = {"feat_dim": 768, "query_samples": 500}
-_GLEAN_SMOKE = {"query_samples": 6, "options": 3, "representatives": 3, "demos_per_class": 1}
+_GLEAN_PAPER = {"feat_dim": 768, "query_samples": 500, "category_ratio": 0.5}
+_GLEAN_SMOKE = {
+    "query_samples": 6,
+    "options": 3,
+    "category_ratio": 0.5,
+    "representatives": 3,
+    "demos_per_class": 1,
+}
 
 
 def _presets() -> dict[str, dict[str, Any]]:
