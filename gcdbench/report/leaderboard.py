@@ -67,7 +67,8 @@ def _percent(ratio: float) -> str:
 def _qualifiers(spec_like: Mapping[str, Any]) -> list[str]:
     """What sets a row apart from the plain method: only settings that differ from default."""
     out = []
-    if spec_like.get("encoder", DEFAULT_ENCODER) != DEFAULT_ENCODER:
+    # None: a method without an encoder (e.g. LLM-only), not a non-default one.
+    if spec_like.get("encoder") not in (None, DEFAULT_ENCODER):
         out.append(f"encoder={spec_like['encoder']}")
     if spec_like.get("llm") is not None:
         out.append(f"llm={spec_like['llm']}")
@@ -143,6 +144,9 @@ def aggregate(records: Iterable[ResultRecord]) -> pd.DataFrame:
         qualifiers = _qualifiers(spec.to_dict())
         if base_of[key] in ambiguous:
             qualifiers.append(f"config={_config_id(spec)}")
+        if any(r.provenance.get("leaks_labels") for r in group):
+            # e.g. GLEAN's leaky_category_demos: gold names of novel classes reached the method
+            qualifiers.append("LEAKS NOVEL LABELS")
         group.sort(key=lambda r: r.spec.seed)
         row: dict[str, Any] = {
             "row": _row_name(spec.label, qualifiers),
