@@ -96,7 +96,6 @@ def run_rounds(
         lr=params.lr,
         total_steps=per_epoch * params.epochs,
     )
-    terms = _loss_terms(params, ce=ce, align_weight=align_weight)
     generator = generator_for(rng, device)
     labeled_y = torch.as_tensor(task.labeled_y, dtype=torch.long)
     # The official code sizes the labeled CE batches with the pre-training batch size (§11.20).
@@ -109,6 +108,11 @@ def run_rounds(
             state, plan, stats = _begin_round(task, mode, params, k, seed, len(rounds), hook)
             rounds.append(stats)
             neighbour_lists = torch.as_tensor(state.neighbours, dtype=torch.long)
+            # A round whose feedback gave no usable category answer (all filtered, or no
+            # anchors) has nothing to align: leave the term out rather than feed it nothing.
+            terms = _loss_terms(
+                params, ce=ce, align_weight=align_weight if plan.align_targets else 0.0
+            )
         assert state is not None
         started = time.perf_counter()
         positives = _draw_positives(state.neighbours, plan.positives, rng)
