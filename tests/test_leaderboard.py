@@ -301,3 +301,19 @@ def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         write_leaderboard(grid(0.5), out, references=[])
     assert out.read_text(encoding="utf-8") == expected
     assert [p.name for p in out.parent.iterdir()] == ["leaderboard.md"]
+
+
+def test_runs_that_read_novel_labels_are_marked_and_kept_apart() -> None:
+    metrics = {"acc": 70.0, "ari": 50.0, "nmi": 80.0}
+    clean = record("glean", "banking", 0, metrics)
+    leaky = record("glean", "banking", 1, metrics, params={"leaky_category_demos": True})
+    leaky.provenance["leaks_labels"] = ["glean leaky_category_demos"]
+    rows = sorted(aggregate([clean, leaky])["row"])
+    assert len(rows) == 2
+    assert ["LEAKS NOVEL LABELS" in row for row in rows] == [False, True]
+
+
+def test_a_method_without_an_encoder_gets_no_encoder_qualifier() -> None:
+    metrics = {"acc": 1.0, "ari": 1.0, "nmi": 1.0}
+    df = aggregate([record("llm-only", "banking", 0, metrics, encoder=None)])
+    assert list(df["row"]) == ["llm-only"]
