@@ -31,7 +31,7 @@ from gcdbench.api.record import ResultRecord
 from gcdbench.api.spec import DEFAULT_ENCODER, RunSpec
 from gcdbench.errors import GcdbenchError
 from gcdbench.feedback.resolve import parse_llm_spec
-from gcdbench.report.leaderboard import _non_default_params, format_ints
+from gcdbench.report.leaderboard import format_ints, non_default_params
 from gcdbench.runner.context import Reporter
 from gcdbench.runner.run import RunOptions, execute, resolve_spec
 from gcdbench.runner.store import ResultsStore
@@ -189,7 +189,7 @@ def run_command(key: ConfigKey, records: Iterable[ResultRecord], results_dir: st
     if any(r.spec.ablations for r in records):
         argv.append("--ablations")
     changed = {
-        f"{r.spec.method}.{k}={v}" for r in records for k, v in _non_default_params(r.spec).items()
+        f"{r.spec.method}.{k}={v}" for r in records for k, v in non_default_params(r.spec).items()
     }
     argv += [a for pair in sorted(changed) for a in ("-p", pair)]
     return f"{SCRIPT} {shlex.join([*argv, '--results-dir', results_dir])}"

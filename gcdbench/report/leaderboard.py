@@ -355,7 +355,7 @@ def reproduce_commands(records: Iterable[ResultRecord]) -> list[str]:
             args.append(f"--preset {spec.preset}")
         if not math.isclose(spec.labeled_ratio, DEFAULT_LABELED_RATIO):
             args.append(f"--labeled-ratio {spec.labeled_ratio:g}")
-        args += [f"-p {k}={v}" for k, v in sorted(_non_default_params(spec).items())]
+        args += [f"-p {k}={v}" for k, v in sorted(non_default_params(spec).items())]
         plan = plans.setdefault(
             " ".join(args), {"datasets": set(), "ratios": set(), "seeds": set()}
         )
@@ -370,7 +370,7 @@ def reproduce_commands(records: Iterable[ResultRecord]) -> list[str]:
     ]
 
 
-def _non_default_params(spec: RunSpec) -> dict[str, Any]:
+def non_default_params(spec: RunSpec) -> dict[str, Any]:
     """Parameters that differ from the method's current defaults (all, if it is unknown)."""
     from gcdbench import registry
     from gcdbench.errors import UnknownNameError
