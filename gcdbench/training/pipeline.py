@@ -19,12 +19,16 @@ from gcdbench.training.heads import ProjectionHead
 from gcdbench.training.modes import TrainingMode, make_mode
 from gcdbench.training.presets import (
     PretrainParams,
+    RoundParams,
     backbone_ref,
     check_params,
+    isolated_torch_rng,
     l2_normalise,
+    resolve_topk,
     torch_seed,
 )
 from gcdbench.training.pretrain import pretrain
+from gcdbench.training.rounds import LoopResult, RoundHook, run_rounds
 
 
 @dataclass
@@ -105,3 +109,54 @@ HEAD_MODE_DEVIATION = (
     "head mode: test features are the L2-normalised projection-head output, "
     "since the frozen backbone's own features never change"
 )
+
+
+@dataclass
+class TrainedRun:
+    """A training method's result: the trained setup, the round log, the test features
+    and their K-means clusters, and the ``training`` diagnostics."""
+
+    setup: TrainingSetup
+    rounds: LoopResult
+    features: np.ndarray
+    assignments: np.ndarray
+    training: dict[str, Any]
+
+
+def train_and_cluster(
+    task: GCDTask,
+    ctx: RunContext,
+    params: RoundParams,
+    method: str,
+    *,
+    hook: RoundHook | None = None,
+    ce: bool = True,
+    align_weight: float = 0.0,
+    with_mtp: bool = True,
+) -> TrainedRun:
+    """Pre-train, run the rounds (with ``hook`` asking feedback, if any), then K-means on the
+    test features — the whole of ``no-llm``, and everything GLEAN and Loop do besides asking."""
+    k = resolve_topk(params.k, task.dataset, len(task.train))
+    with isolated_torch_rng(ctx.rng("torch")):
+        setup = prepare_training(task, ctx, params, method, with_mtp=with_mtp)
+        with ctx.timed("rounds"):
+            result = run_rounds(
+                task,
+                setup.mode,
+                params,
+                k=k,
+                seed=ctx.seed,
+                rng=ctx.rng("rounds"),
+                hook=hook,
+                ce=ce,
+                align_weight=align_weight,
+                reporter=ctx.reporter,
+            )
+        with ctx.timed("encode_test"):
+            features = test_features(setup, task.test.texts, result.head)
+    with ctx.timed("kmeans"):
+        assignments = cluster_test(features, task.num_classes, ctx.seed, normalize=params.normalize)
+    training = {**setup.diagnostics, "k": k}
+    if params.mode == "head":
+        training["deviations"] = [*training["deviations"], HEAD_MODE_DEVIATION]
+    return TrainedRun(setup, result, features, assignments, training)

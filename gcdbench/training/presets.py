@@ -117,12 +117,18 @@ def _cpu(cls: type) -> dict[str, Any]:
     return {f.name: f.default for f in dataclasses.fields(cls)}
 
 
-def presets_for(cls: type) -> dict[str, dict[str, Any]]:
-    """The three presets, restricted to the fields ``cls`` declares."""
+def presets_for(
+    cls: type,
+    *,
+    paper: Mapping[str, Any] | None = None,
+    smoke: Mapping[str, Any] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """The three presets, restricted to the fields ``cls`` declares; a method adds its own
+    values to ``paper`` and ``smoke`` (``cpu`` is always its field defaults)."""
     return {
         "cpu": _cpu(cls),
-        "paper": _only_fields(cls, _PAPER),
-        "smoke": _only_fields(cls, _SMOKE),
+        "paper": {**_only_fields(cls, _PAPER), **(paper or {})},
+        "smoke": {**_only_fields(cls, _SMOKE), **(smoke or {})},
     }
 
 

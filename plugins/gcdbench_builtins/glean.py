@@ -38,13 +38,11 @@ from gcdbench.training.candidates import (
     representatives,
 )
 from gcdbench.training.mining import nearest_to_centers
-from gcdbench.training.pipeline import cluster_test, prepare_training, test_features
+from gcdbench.training.pipeline import train_and_cluster
 from gcdbench.training.presets import (
     RoundParams,
-    isolated_torch_rng,
     l2_normalise,
     presets_for,
-    resolve_topk,
 )
 from gcdbench.training.questions import (
     Asker,
@@ -53,7 +51,7 @@ from gcdbench.training.questions import (
     known_class_demonstrations,
     log_descriptions,
 )
-from gcdbench.training.rounds import RoundPlan, run_rounds
+from gcdbench.training.rounds import RoundPlan
 
 
 @dataclass(frozen=True)
@@ -99,13 +97,6 @@ _GLEAN_SMOKE = {
 }
 
 
-def _presets() -> dict[str, dict[str, Any]]:
-    presets = presets_for(GleanParams)
-    presets["paper"] = {**presets["paper"], **_GLEAN_PAPER}
-    presets["smoke"] = {**presets["smoke"], **_GLEAN_SMOKE}
-    return presets
-
-
 class Glean(Method):
     name = "glean"
     description = (
@@ -127,40 +118,27 @@ class Glean(Method):
         Component("quality", "quality enhancement: demo + filter", includes=("demo", "filter")),
     )
     Params = GleanParams
-    presets = _presets()
+    presets = presets_for(GleanParams, paper=_GLEAN_PAPER, smoke=_GLEAN_SMOKE)
 
     def run(self, task: GCDTask, ctx: RunContext) -> MethodOutput:
         params: GleanParams = self.params
         _check(params, task)
-        k = resolve_topk(params.k, task.dataset, len(task.train))
         rounds = GleanRounds(task, ctx, params, self)
-        align = params.align_weight if rounds.cluster_feedback else 0.0
-        with isolated_torch_rng(ctx.rng("torch")):
-            setup = prepare_training(task, ctx, params, self.name)
-            with ctx.timed("rounds"):
-                result = run_rounds(
-                    task,
-                    setup.mode,
-                    params,
-                    k=k,
-                    seed=ctx.seed,
-                    rng=ctx.rng("rounds"),
-                    hook=rounds if rounds.asks else None,
-                    align_weight=align,
-                    reporter=ctx.reporter,
-                )
-            with ctx.timed("encode_test"):
-                features = test_features(setup, task.test.texts, result.head)
-        with ctx.timed("kmeans"):
-            assignments = cluster_test(
-                features, task.num_classes, ctx.seed, normalize=params.normalize
-            )
+        trained = train_and_cluster(
+            task,
+            ctx,
+            params,
+            self.name,
+            hook=rounds if rounds.asks else None,
+            align_weight=params.align_weight if rounds.cluster_feedback else 0.0,
+        )
+        assignments = trained.assignments
         clusters: dict[int, ClusterInfo] = {}
         if rounds.cluster_feedback and params.name_clusters:
-            clusters = rounds.name_test_clusters(features, assignments)
+            clusters = rounds.name_test_clusters(trained.features, assignments)
         diagnostics = {
-            "training": {**setup.diagnostics, "k": k},
-            "rounds": result.rounds,
+            "training": trained.training,
+            "rounds": trained.rounds.rounds,
             "glean": rounds.describe(),
         }
         return MethodOutput(

@@ -30,16 +30,14 @@ from gcdbench.errors import GcdbenchError
 from gcdbench.runner.context import RunContext
 from gcdbench.training.candidates import NO_QUERY, encoder_choice, loop_candidates
 from gcdbench.training.mining import nearest_to_centers, squared_distances
-from gcdbench.training.pipeline import TrainingSetup, cluster_test, prepare_training, test_features
+from gcdbench.training.pipeline import TrainingSetup, test_features, train_and_cluster
 from gcdbench.training.presets import (
     RoundParams,
-    isolated_torch_rng,
     l2_normalise,
     presets_for,
-    resolve_topk,
 )
 from gcdbench.training.questions import Asker, AskingStyle
-from gcdbench.training.rounds import RoundPlan, run_rounds
+from gcdbench.training.rounds import RoundPlan
 
 
 @dataclass(frozen=True)
@@ -53,13 +51,6 @@ class LoopParams(RoundParams):
 
 _LOOP_PAPER = {"feat_dim": 128, "epochs": 50, "batch_size": 128, "ce_weight": 0.5}
 _LOOP_SMOKE = {"query_samples": 400}
-
-
-def _presets() -> dict[str, dict[str, Any]]:
-    presets = presets_for(LoopParams)
-    presets["paper"] = {**presets["paper"], **_LOOP_PAPER}
-    presets["smoke"] = {**presets["smoke"], **_LOOP_SMOKE}
-    return presets
 
 
 class Loop(Method):
@@ -78,49 +69,36 @@ class Loop(Method):
         Component("naming", "LLM names for the discovered (novel) clusters"),
     )
     Params = LoopParams
-    presets = _presets()
+    presets = presets_for(LoopParams, paper=_LOOP_PAPER, smoke=_LOOP_SMOKE)
 
     def run(self, task: GCDTask, ctx: RunContext) -> MethodOutput:
         params: LoopParams = self.params
         if params.query_samples < 0:
             raise GcdbenchError("loop: query_samples must be >= 0; pass -p query_samples=500.")
         registry.get("miner", params.sampling)
-        k = resolve_topk(params.k, task.dataset, len(task.train))
         rounds = LoopRounds(task, ctx, params)
         if params.options < 2 or (params.variant == "official" and params.options != 2):
             raise GcdbenchError(
                 f"loop: options = {params.options}; Loop asks between 2 or more (official: 2)."
             )
-        with isolated_torch_rng(ctx.rng("torch")):
-            setup = prepare_training(task, ctx, params, self.name)
-            with ctx.timed("rounds"):
-                result = run_rounds(
-                    task,
-                    setup.mode,
-                    params,
-                    k=k,
-                    seed=ctx.seed,
-                    rng=ctx.rng("rounds"),
-                    hook=rounds if self.enabled("llm") else None,
-                    ce=self.enabled("ce"),
-                    reporter=ctx.reporter,
-                )
-            with ctx.timed("encode_test"):
-                features = test_features(setup, task.test.texts, result.head)
-                known_means = _known_class_means(setup, task, result.head)
-        with ctx.timed("kmeans"):
-            assignments = cluster_test(
-                features, task.num_classes, ctx.seed, normalize=params.normalize
-            )
+        trained = train_and_cluster(
+            task,
+            ctx,
+            params,
+            self.name,
+            hook=rounds if self.enabled("llm") else None,
+            ce=self.enabled("ce"),
+        )
         clusters = {}
         if self.enabled("naming"):
-            clusters = rounds.name_clusters(features, assignments, known_means)
+            known_means = _known_class_means(trained.setup, task, trained.rounds.head)
+            clusters = rounds.name_clusters(trained.features, trained.assignments, known_means)
         return MethodOutput(
-            test_assignments=assignments,
+            test_assignments=trained.assignments,
             clusters=clusters,
             diagnostics={
-                "training": {**setup.diagnostics, "k": k},
-                "rounds": result.rounds,
+                "training": trained.training,
+                "rounds": trained.rounds.rounds,
                 "loop": {"variant": params.variant, "options": params.options},
             },
             feedback_log=rounds.asker.log if self.enabled("llm") else None,

@@ -9,14 +9,8 @@ from gcdbench import hookimpl
 from gcdbench.api import GCDTask, Method, MethodOutput
 from gcdbench.api.method import Component
 from gcdbench.runner.context import RunContext
-from gcdbench.training.pipeline import (
-    HEAD_MODE_DEVIATION,
-    cluster_test,
-    prepare_training,
-    test_features,
-)
-from gcdbench.training.presets import RoundParams, isolated_torch_rng, presets_for, resolve_topk
-from gcdbench.training.rounds import run_rounds
+from gcdbench.training.pipeline import train_and_cluster
+from gcdbench.training.presets import RoundParams, presets_for
 
 
 class NoLLM(Method):
@@ -36,33 +30,12 @@ class NoLLM(Method):
     presets = presets_for(RoundParams)
 
     def run(self, task: GCDTask, ctx: RunContext) -> MethodOutput:
-        params: RoundParams = self.params
-        k = resolve_topk(params.k, task.dataset, len(task.train))
-        with isolated_torch_rng(ctx.rng("torch")):
-            setup = prepare_training(task, ctx, params, self.name, with_mtp=self.enabled("mtp"))
-            with ctx.timed("rounds"):
-                result = run_rounds(
-                    task,
-                    setup.mode,
-                    params,
-                    k=k,
-                    seed=ctx.seed,
-                    rng=ctx.rng("rounds"),
-                    ce=self.enabled("ce"),
-                    reporter=ctx.reporter,
-                )
-            with ctx.timed("encode_test"):
-                features = test_features(setup, task.test.texts, result.head)
-        with ctx.timed("kmeans"):
-            assignments = cluster_test(
-                features, task.num_classes, ctx.seed, normalize=params.normalize
-            )
-        training = {**setup.diagnostics, "k": k}
-        if params.mode == "head":
-            training["deviations"] = [*training["deviations"], HEAD_MODE_DEVIATION]
+        trained = train_and_cluster(
+            task, ctx, self.params, self.name, ce=self.enabled("ce"), with_mtp=self.enabled("mtp")
+        )
         return MethodOutput(
-            test_assignments=assignments,
-            diagnostics={"training": training, "rounds": result.rounds},
+            test_assignments=trained.assignments,
+            diagnostics={"training": trained.training, "rounds": trained.rounds.rounds},
         )
 
 
