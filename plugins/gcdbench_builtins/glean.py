@@ -114,7 +114,7 @@ class Glean(Method):
             "cluster characterisation + pseudo-category selection + the alignment loss",
         ),
         Component("demo", "known-class demonstrations in the choice questions"),
-        Component("filter", "confidence filtering (and option-order consistency, if set)"),
+        Component("filter", "confidence filtering and the option-order consistency filter"),
         Component("quality", "quality enhancement: demo + filter", includes=("demo", "filter")),
     )
     Params = GleanParams
