@@ -34,3 +34,10 @@ class UnknownNameError(GcdbenchError, KeyError):
 
 class DataError(GcdbenchError):
     """Data files that are missing, malformed or fail their checksum."""
+
+
+def check_lengths(owner: str, expected: int, lengths: dict[str, int], fix: str) -> None:
+    """One clear error when any of ``lengths`` differs from ``expected``."""
+    wrong = {name: n for name, n in lengths.items() if n != expected}
+    if wrong:
+        raise GcdbenchError(f"{owner} has {expected} rows but {wrong}; {fix}")

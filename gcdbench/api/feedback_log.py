@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gcdbench.errors import GcdbenchError, check_lengths
+
 INSTANCE = "select-similar-instance"
 CATEGORY = "select-category"
 
@@ -47,16 +49,8 @@ class ChoiceLog:
             "encoder_choice": len(self.encoder_choice),
             "used": len(self.used),
         }
-        wrong = {k: v for k, v in lengths.items() if v != n}
-        if wrong:
-            from gcdbench.errors import GcdbenchError
-
-            raise GcdbenchError(
-                f"ChoiceLog for {self.kind} has {n} anchors but {wrong}; log one entry per anchor."
-            )
+        check_lengths(f"ChoiceLog for {self.kind}", n, lengths, "log one entry per anchor.")
         if self.kind == CATEGORY and self.assignments is None:
-            from gcdbench.errors import GcdbenchError
-
             raise GcdbenchError("a select-category ChoiceLog needs the round's assignments.")
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gcdbench.errors import check_lengths
+
 
 @dataclass(frozen=True)
 class ClusterState:
@@ -36,14 +38,12 @@ class ClusterState:
         }
         if self.entropy is not None:
             shapes["entropy"] = len(self.entropy)
-        wrong = {name: rows for name, rows in shapes.items() if rows != n}
-        if wrong:
-            from gcdbench.errors import GcdbenchError
-
-            raise GcdbenchError(
-                f"ClusterState has {n} feature rows but {wrong}; build every field over the "
-                "same pool (gcdbench.training.mining.cluster_state does)."
-            )
+        check_lengths(
+            "ClusterState",
+            n,
+            shapes,
+            "build every field over the same pool (gcdbench.training.mining.cluster_state does).",
+        )
 
     @property
     def size(self) -> int:

@@ -291,16 +291,16 @@ def _novel_dev_examples(
     """The first ``per_class`` dev rows of every novel class (class order), with gold names."""
     if parts.dev is None:
         return []
-    taken: dict[str, int] = {}
-    out = []
+    by_class: dict[str, list[str]] = {c: [] for c in parts.classes if c not in known}
     for text, label in zip(parts.dev.texts, parts.dev.labels, strict=True):
-        if label in known or taken.get(label, 0) >= per_class:
-            continue
-        taken[label] = taken.get(label, 0) + 1
-        out.append((text, str(parts.label_names.get(label, label))))
-    order = {c: i for i, c in enumerate(parts.classes)}
-    names = {str(parts.label_names.get(c, c)): order[c] for c in parts.classes}
-    return sorted(out, key=lambda pair: names.get(pair[1], len(order)))
+        texts = by_class.get(label)
+        if texts is not None and len(texts) < per_class:
+            texts.append(text)
+    return [
+        (text, str(parts.label_names.get(label, label)))
+        for label, texts in by_class.items()
+        for text in texts
+    ]
 
 
 def _check_output(output: MethodOutput, task: GCDTask, spec: RunSpec) -> None:

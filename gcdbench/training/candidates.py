@@ -140,14 +140,24 @@ def _loop_clusters(own: int, clusters: np.ndarray, options: int, variant: str) -
     return [own, *others] if len(others) == options - 1 else None
 
 
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+
+
+def _most_similar(anchors: np.ndarray, options: np.ndarray) -> np.ndarray:
+    """Per row, the position of the option vector ([n, m, d]) most cosine-similar to the
+    anchor vector ([n, d])."""
+    similarity = np.einsum("nd,nmd->nm", _unit(anchors), _unit(options))
+    return similarity.argmax(axis=1).astype(np.int64)
+
+
 def encoder_choice(features: np.ndarray, anchors: np.ndarray, options: np.ndarray) -> np.ndarray:
     """The option the current encoder alone would pick: highest cosine similarity between
     the anchor's features and each option's ([len(anchors), m] rows of ids into
     ``features``); what feedback must beat to be worth its cost."""
-    unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
     anchors = np.asarray(anchors, dtype=np.int64)
-    similarity = np.einsum("nd,nmd->nm", unit[anchors], unit[np.asarray(options)])
-    return similarity.argmax(axis=1).astype(np.int64)
+    return _most_similar(features[anchors], features[np.asarray(options)])
 
 
 def cluster_choice(state: ClusterState, anchors: np.ndarray, options: np.ndarray) -> np.ndarray:
@@ -155,6 +165,12 @@ def cluster_choice(state: ClusterState, anchors: np.ndarray, options: np.ndarray
     cosine-similar to the anchor."""
     if state.centers is None:
         raise GcdbenchError("cluster_choice needs the round's cluster centres.")
-    centers = np.asarray(state.centers, dtype=np.float32)
-    stacked = np.concatenate([state.features, centers])
-    return encoder_choice(stacked, anchors, np.asarray(options) + len(state.features))
+    anchors = np.asarray(anchors, dtype=np.int64)
+    centers = np.asarray(state.centers)
+    return _most_similar(state.features[anchors], centers[np.asarray(options)])
+
+
+def cluster_centers(features: np.ndarray, assignments: np.ndarray) -> tuple[list[int], np.ndarray]:
+    """The cluster ids present in ``assignments`` (ascending) and their mean features."""
+    ids = sorted(set(np.asarray(assignments).tolist()))
+    return ids, np.stack([features[assignments == c].mean(axis=0) for c in ids])

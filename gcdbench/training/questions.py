@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from gcdbench.api.feedback import Answer, FeedbackProvider, Query
-from gcdbench.api.feedback_log import CATEGORY, ChoiceLog, DescriptionLog, FeedbackLog
+from gcdbench.api.feedback_log import CATEGORY, ChoiceLog, FeedbackLog
 from gcdbench.api.task import GCDTask
 from gcdbench.runner.context import RunContext
 
@@ -153,10 +153,9 @@ class Asker:
         known_names: Sequence[str] = (),
         template: str | None = None,
         part: str = "train",
-        round_index: int | None = None,
-    ) -> tuple[list[dict[str, str] | None], list[Answer]]:
-        """A name and description for each group of ``texts`` ids (None where no usable
-        answer came back). With ``round_index`` the descriptions join the log."""
+    ) -> list[Answer]:
+        """A name and description (``Answer.value``, a dict; None where nothing usable came
+        back) for each group of ``texts`` ids."""
         queries = []
         for ids in groups:
             payload: dict[str, Any] = {
@@ -173,8 +172,7 @@ class Asker:
             queries.append(Query(CHARACTERIZE, payload, meta))
         with self.ctx.timed(f"feedback:{CHARACTERIZE}"):
             answers = self.provider.answer(queries) if queries else []
-        values = [a.value if a.value is not None else None for a in answers]
-        return values, answers
+        return answers
 
 
 def description_text(value: Mapping[str, str] | None, fallback_texts: Sequence[str]) -> str:
@@ -185,7 +183,3 @@ def description_text(value: Mapping[str, str] | None, fallback_texts: Sequence[s
     name = str(value.get("name", "")).strip()
     description = str(value.get("description", "")).strip()
     return f"{name}: {description}" if name and description else name or description
-
-
-def log_descriptions(log: FeedbackLog, round_index: int, texts: list[str], fallbacks: int) -> None:
-    log.descriptions.append(DescriptionLog(round_index, list(texts), fallbacks))

@@ -24,13 +24,14 @@ import numpy as np
 
 from gcdbench import hookimpl, registry
 from gcdbench.api import GCDTask, Method, MethodOutput
-from gcdbench.api.feedback_log import CATEGORY, INSTANCE
+from gcdbench.api.feedback_log import CATEGORY, INSTANCE, DescriptionLog
 from gcdbench.api.method import ClusterInfo, Component
 from gcdbench.api.miner import ClusterState
 from gcdbench.errors import GcdbenchError
 from gcdbench.runner.context import RunContext
 from gcdbench.training.candidates import (
     category_candidates,
+    cluster_centers,
     cluster_choice,
     cluster_members,
     encoder_choice,
@@ -49,7 +50,6 @@ from gcdbench.training.questions import (
     AskingStyle,
     description_text,
     known_class_demonstrations,
-    log_descriptions,
 )
 from gcdbench.training.rounds import RoundPlan
 
@@ -248,22 +248,23 @@ class GleanRounds:
     def _describe(self, state: ClusterState, index: int) -> tuple[list[str], int]:
         reps = representatives(state, self.params.representatives)
         texts = self.task.train.texts
-        values, _ = self.asker.characterize(
+        answers = self.asker.characterize(
             [row.tolist() for row in reps], texts, known_names=self.task.known_class_names
         )
         descriptions = [
-            description_text(value, [texts[i] for i in row])
-            for value, row in zip(values, reps, strict=True)
+            description_text(answer.value, [texts[i] for i in row])
+            for answer, row in zip(answers, reps, strict=True)
         ]
-        fallbacks = sum(value is None for value in values)
-        log_descriptions(self.asker.log, index, descriptions, fallbacks)
+        fallbacks = sum(answer.value is None for answer in answers)
+        self.asker.log.descriptions.append(DescriptionLog(index, descriptions, fallbacks))
         return descriptions, fallbacks
 
     def _category(
         self, state: ClusterState, index: int, anchors: np.ndarray, descriptions: list[str]
     ) -> tuple[Any, np.ndarray]:
         candidates = category_candidates(state, anchors, self.params.category_ratio)
-        members = cluster_members(state.assignments, state.soft.shape[1])
+        # Converted once: every query offering a cluster shares its member list (oracles read it).
+        members = [m.tolist() for m in cluster_members(state.assignments, state.soft.shape[1])]
         asked = self.asker.choose(
             CATEGORY,
             index,
@@ -272,7 +273,7 @@ class GleanRounds:
             [[descriptions[c] for c in row] for row in candidates],
             self.category_style,
             meta=[
-                {"anchor": int(a), "option_members": [members[c].tolist() for c in row]}
+                {"anchor": int(a), "option_members": [members[c] for c in row]}
                 for a, row in zip(anchors, candidates, strict=True)
             ],
             encoder_choice=cluster_choice(state, anchors, candidates),
@@ -286,18 +287,18 @@ class GleanRounds:
         """Name and describe each final test cluster from its texts nearest the centre."""
         if self.params.normalize:
             features = l2_normalise(features)
-        ids = sorted(set(assignments.tolist()))
-        centers = np.stack([features[assignments == c].mean(axis=0) for c in ids])
+        ids, centers = cluster_centers(features, assignments)
         count = min(self.params.representatives, len(features))
         reps = nearest_to_centers(features, centers, count)
-        values, answers = self.asker.characterize(
+        answers = self.asker.characterize(
             [row.tolist() for row in reps],
             self.task.test.texts,
             known_names=self.task.known_class_names,
             part="test",
         )
         out = {}
-        for cluster, value, answer in zip(ids, values, answers, strict=True):
+        for cluster, answer in zip(ids, answers, strict=True):
+            value = answer.value
             if value is None:
                 out[cluster] = ClusterInfo("", f"no name: the answer was {answer.status}")
             else:

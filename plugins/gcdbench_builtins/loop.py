@@ -28,7 +28,12 @@ from gcdbench.api.method import ClusterInfo, Component
 from gcdbench.api.miner import ClusterState
 from gcdbench.errors import GcdbenchError
 from gcdbench.runner.context import RunContext
-from gcdbench.training.candidates import NO_QUERY, encoder_choice, loop_candidates
+from gcdbench.training.candidates import (
+    NO_QUERY,
+    cluster_centers,
+    encoder_choice,
+    loop_candidates,
+)
 from gcdbench.training.mining import nearest_to_centers, squared_distances
 from gcdbench.training.pipeline import TrainingSetup, test_features, train_and_cluster
 from gcdbench.training.presets import (
@@ -162,8 +167,7 @@ class LoopRounds:
     ) -> dict[int, ClusterInfo]:
         if self.params.normalize:
             features, known_means = l2_normalise(features), l2_normalise(known_means)
-        ids = sorted(set(assignments.tolist()))
-        centers = np.stack([features[assignments == c].mean(axis=0) for c in ids])
+        ids, centers = cluster_centers(features, assignments)
         rows, cols = linear_sum_assignment(squared_distances(known_means, centers))
         out = {
             ids[col]: ClusterInfo(self.task.known_class_names[row], "matched to a known class")
@@ -174,14 +178,15 @@ class LoopRounds:
             return out
         count = min(self.params.naming_texts, len(features))
         reps = nearest_to_centers(features, centers[novel], count)
-        values, answers = self.asker.characterize(
+        answers = self.asker.characterize(
             [row.tolist() for row in reps],
             self.task.test.texts,
             known_names=self.task.known_class_names,
             template="loop-v1",
             part="test",
         )
-        for i, value, answer in zip(novel, values, answers, strict=True):
+        for i, answer in zip(novel, answers, strict=True):
+            value = answer.value
             name = str(value.get("name", "")) if value else ""
             out[ids[i]] = ClusterInfo(name, "novel" if value else f"no name ({answer.status})")
         return out
