@@ -63,6 +63,11 @@ class TrainingMode(ABC):
         self._lengths = self._mask.sum(1)
         self.training = False
 
+    def reseed(self, seed: int) -> None:
+        """Restart the fallback generator, so a mode handed over from pre-training draws
+        exactly as a fresh one built from the cached weights does."""
+        self._fallback_generator = torch.Generator().manual_seed(seed)
+
     # ---- the interface ------------------------------------------------------------------
     @property
     def pool_size(self) -> int:

@@ -66,6 +66,9 @@ def prepare_training(
         diagnostics["pretrain"] = outcome.describe()
     else:
         diagnostics["pretrain"] = {"skipped": "ablated"}
+    # One seed for the mode whether pre-training just ran (its mode, caches still valid) or
+    # came from the cache (a fresh mode): a cache hit must never change a result.
+    mode_seed = torch_seed(ctx.rng("mode"))
     if mode is None:
         with ctx.timed("prepare_mode"):
             mode = make_mode(
@@ -74,8 +77,10 @@ def prepare_training(
                 task.train.texts,
                 precision=params.precision,
                 reporter=ctx.reporter,
-                seed=torch_seed(ctx.rng("mode")),
+                seed=mode_seed,
             )
+    else:
+        mode.reseed(mode_seed)
     diagnostics.update(mode.describe())
     diagnostics["deviations"] = list(backbone.deviations)
     return TrainingSetup(backbone, mode, diagnostics)
@@ -139,6 +144,10 @@ def train_and_cluster(
     k = resolve_topk(params.k, task.dataset, len(task.train))
     with isolated_torch_rng(ctx.rng("torch")):
         setup = prepare_training(task, ctx, params, method, with_mtp=with_mtp)
+    # The rounds get torch's global generator (head and classifier initialisation, dropout)
+    # seeded from their own stage: pre-training draws from it on a cache miss and not on a
+    # hit, and neither may shift what the rounds draw.
+    with isolated_torch_rng(ctx.rng("rounds-torch")):
         with ctx.timed("rounds"):
             result = run_rounds(
                 task,
