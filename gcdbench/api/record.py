@@ -6,10 +6,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from gcdbench.api.spec import RunSpec
+from gcdbench.api.spec import RunSpec, canonical_json, sha256_hex
 
 #: Bump when a field changes meaning or is removed; readers refuse newer majors.
-SCHEMA_VERSION = 1
+#: 2: ``identity`` and ``run_id`` (the folder name); schema-1 records have neither.
+SCHEMA_VERSION = 2
 
 METRIC_KEYS = ("acc", "ari", "nmi", "known_acc", "novel_acc", "h_score")
 
@@ -34,16 +35,27 @@ class ResultRecord:
     clusters: list[dict[str, Any]] = field(default_factory=list)
     diagnostics: dict[str, Any] = field(default_factory=dict)
     predictions_file: str = "predictions.csv"
+    # What shaped the result beyond the spec (gcdbench/runner/identity.py): split and data
+    # hashes, engine, plugin and model versions. Its sha256 is the run id.
+    identity: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     @property
     def spec_hash(self) -> str:
         return self.spec.hash
 
+    @property
+    def run_id(self) -> str:
+        """sha256 of the identity; a schema-1 record (no identity) is known by its spec hash."""
+        if not self.identity:
+            return self.spec.hash
+        return sha256_hex(canonical_json(self.identity))
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["spec"] = self.spec.to_dict()
         out["spec_hash"] = self.spec.hash
+        out["run_id"] = self.run_id
         return out
 
     @classmethod
@@ -58,5 +70,6 @@ class ResultRecord:
                 f"understands ({SCHEMA_VERSION}); upgrade gcdbench."
             )
         data.pop("spec_hash", None)
+        data.pop("run_id", None)
         data["spec"] = RunSpec.from_dict(data["spec"])
         return cls(**data)

@@ -36,12 +36,14 @@ from gcdbench.data.split import (
 )
 from gcdbench.data.store import DownloadEvent, ensure_dataset, resolve_data_root
 from gcdbench.encoders import encoder_factory
+from gcdbench.engine import engine_fingerprint
 from gcdbench.errors import GcdbenchError
 from gcdbench.feedback.resolve import open_feedback, resolve_llm
 from gcdbench.metrics import evaluate, hungarian_mapping
 from gcdbench.report.feedback_quality import score_feedback_log
 from gcdbench.runner import provenance
 from gcdbench.runner.context import Reporter, RunContext
+from gcdbench.runner.identity import run_identity
 from gcdbench.runner.store import ResultsStore
 
 
@@ -112,11 +114,6 @@ def execute(spec: RunSpec, options: RunOptions, reporter: Reporter | None = None
     """Run one spec unless its record exists. Raises on failure; see :func:`run_job`."""
     reporter = reporter or Reporter()
     store = ResultsStore(options.results_dir)
-    existing = store.find(spec)
-    if existing is not None and not options.force:
-        return Outcome(spec, "skipped", str(existing))
-    store.check_writable()
-
     started = datetime.now(UTC)
     clock = time.perf_counter()
     timings: dict[str, float] = {}
@@ -145,6 +142,13 @@ def execute(spec: RunSpec, options: RunOptions, reporter: Reporter | None = None
     split = make_split(
         parts, known_ratio=spec.known_ratio, labeled_ratio=spec.labeled_ratio, seed=spec.seed
     )
+    # The skip is decided on the identity, so changed data or code is never served a stale
+    # record (the split hash covers the data files the rows come from).
+    identity = run_identity(spec, split.hash, {f.name: f.sha256 for f in parts.files})
+    existing = store.find(spec, identity.run_id)
+    if existing is not None and not options.force:
+        return Outcome(spec, "skipped", str(existing))
+    store.check_writable()
     split_path = save_split(split, store.splits)
     task, gold = build_task(parts, split, task_word=definition.task)
     t = lap("split", t)
@@ -208,6 +212,7 @@ def execute(spec: RunSpec, options: RunOptions, reporter: Reporter | None = None
         },
         data={
             "dataset": spec.dataset,
+            "folder": str(folder.resolve()),
             "data_root_origin": origin,
             "files": [f.to_dict() for f in parts.files],
             "protocol": dict(parts.protocol),
@@ -230,6 +235,7 @@ def execute(spec: RunSpec, options: RunOptions, reporter: Reporter | None = None
         feedback=feedback,
         provenance={
             **provenance.collect(),
+            "engine_fingerprint": engine_fingerprint(),
             "started_at": started.isoformat(timespec="seconds"),
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "durations_s": {k: round(v, 3) for k, v in {**timings, **ctx.timings}.items()},
@@ -241,6 +247,7 @@ def execute(spec: RunSpec, options: RunOptions, reporter: Reporter | None = None
             for k, c in sorted(output.clusters.items())
         ],
         diagnostics=diagnostics,
+        identity=identity.to_dict(),
     )
     path = store.write(record, predictions)
     return Outcome(spec, "done", str(path))

@@ -2,7 +2,7 @@
 
 Layout::
 
-    <results>/runs/<dataset>/<method>/<spec hash[:16]>/record.json
+    <results>/runs/<dataset>/<method>/<run id[:16]>/record.json
                                                       /predictions.csv
     <results>/splits/<dataset>-kr..-lr..-s..-<split hash[:12]>.json
 
@@ -48,15 +48,17 @@ class ResultsStore:
                 "pass --results-dir (or set GCDBENCH_RESULTS) to a folder you can write."
             ) from None
 
-    def run_dir(self, spec: RunSpec) -> Path:
-        return self.runs / spec.dataset / spec.method / spec.hash[:16]
+    def run_dir(self, spec: RunSpec, run_id: str) -> Path:
+        """Folders are named by the run id (gcdbench/runner/identity.py), not the spec: the
+        same spec on changed data or code is another run."""
+        return self.runs / spec.dataset / spec.method / run_id[:16]
 
-    def find(self, spec: RunSpec) -> Path | None:
-        path = self.run_dir(spec) / RECORD
+    def find(self, spec: RunSpec, run_id: str) -> Path | None:
+        path = self.run_dir(spec, run_id) / RECORD
         return path if path.is_file() else None
 
     def write(self, record: ResultRecord, predictions: pd.DataFrame) -> Path:
-        final = self.run_dir(record.spec)
+        final = self.run_dir(record.spec, record.run_id)
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
@@ -87,7 +89,7 @@ class ResultsStore:
             yield load_record(path)
 
     def lookup(self, prefix: str) -> Path:
-        """The record whose spec hash starts with ``prefix`` (or a path to one)."""
+        """The record whose run id starts with ``prefix`` (or a path to one)."""
         as_path = Path(prefix)
         if as_path.is_file():
             return as_path
@@ -96,7 +98,7 @@ class ResultsStore:
         # Folders are named by the hash's first 16 characters; only a longer id needs a read.
         matches = [p for p in self.record_paths() if p.parent.name.startswith(prefix[:16])]
         if len(prefix) > 16:
-            matches = [p for p in matches if load_record(p).spec.hash.startswith(prefix)]
+            matches = [p for p in matches if load_record(p).run_id.startswith(prefix)]
         if not matches:
             raise GcdbenchError(
                 f"no run {prefix!r} in {self.root}; `gcdbench show` with no argument lists runs."
