@@ -117,7 +117,7 @@ def test_three_seeds_to_a_leaderboard(gcd, tmp_path):
     row = next(line for line in text.splitlines() if line.startswith("| kmeans"))
     assert "| 3 |" in row
 
-    run_id = json.loads(records[0].read_text())["spec_hash"][:10]
+    run_id = json.loads(records[0].read_text())["run_id"][:10]
     shown = gcd("show", run_id)
     assert shown.exit_code == 0 and "known ratio 0.5" in shown.output
     listing = gcd("show")
@@ -182,7 +182,7 @@ def test_modified_data_is_flagged(gcd, tmp_path, shared_data):
         fh.write('{"task": "x", "input": "wake me up at seven", "label": "alarm"}\n')
     result = gcd("run", "kmeans", *FAST, data=data)
     assert result.exit_code == 0, result.output
-    assert "differs from the published file" in result.stderr
+    assert "differs from the published file" in " ".join(result.stderr.split())
     record = json.loads(next(gcd.results.rglob("record.json")).read_text())
     assert record["data"]["files"] == [
         {"name": "small.jsonl", "sha256": record["data"]["files"][0]["sha256"], "verified": False}

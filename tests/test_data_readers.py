@@ -223,8 +223,12 @@ def test_unverified_and_stray_labels(tmp_path: Path) -> None:
     assert not any(f.verified for f in parts.files)
     sha = hashlib.sha256((folder / "train.tsv").read_bytes()).hexdigest()
     assert parts.train.file.sha256 == sha
-    with pytest.raises(DataError, match="has 2 classes, but 'toy' has 3"):
+    with pytest.raises(DataError) as info:
         load_dataset(DatasetDefinition("toy", "", "gcd-tsv", files, 3), folder)
+    message = str(info.value)
+    assert "has 2 classes, but the definition of 'toy' says num_classes=3" in message
+    assert "does not match the definition" in message and "another version" in message
+    assert "re-download" not in message
     with pytest.raises(DataError, match="gcdbench data download toy"):
         load_dataset(defn, tmp_path / "elsewhere")
 
@@ -262,3 +266,90 @@ def test_partition_is_frozen(shared_data: Path, name: str) -> None:
     assert parts.dev is not None
     rows = [parts.train.rows.tolist(), parts.dev.rows.tolist(), parts.test.rows.tolist()]
     assert hashlib.sha256(json.dumps(rows).encode()).hexdigest() == FROZEN_PARTITIONS[name]
+
+
+def test_wrong_class_count_with_the_published_file_blames_the_plugin(tmp_path: Path) -> None:
+    path = _write(tmp_path / "toy" / "data.jsonl", _jsonl([("a", "x"), ("b", "y")]))
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    defn = DatasetDefinition("toy", "", "single-jsonl", (RemoteFile("data.jsonl", "", sha),), 3)
+    with pytest.raises(DataError) as info:
+        load_dataset(defn, tmp_path / "toy")
+    message = str(info.value)
+    assert "num_classes=3 is wrong" in message and "re-download" not in message
+
+
+# --- the single file's name, and control characters ----------------------------------------
+
+
+def _jsonl(rows: list[tuple[str, str]]) -> str:
+    return "".join(json.dumps({"task": "t", "input": t, "label": y}) + "\n" for t, y in rows)
+
+
+def _single(name: str, k: int = 2) -> DatasetDefinition:
+    return DatasetDefinition("toy", "", "single-jsonl", (RemoteFile(name, "", "0" * 64),), k)
+
+
+def test_single_jsonl_reads_the_file_its_definition_names(tmp_path: Path) -> None:
+    _write(tmp_path / "toy" / "tickets.jsonl", _jsonl([("a", "x"), ("b", "y")] * 5))
+    parts = load_dataset(_single("tickets.jsonl"), tmp_path / "toy")
+    assert [f.name for f in parts.files] == ["tickets.jsonl"]
+    assert len(parts.train) + len(parts.dev) + len(parts.test) == 10
+    with pytest.raises(DataError, match=r"small\.jsonl not found"):
+        load_dataset(_single("small.jsonl"), tmp_path / "toy")
+
+
+@pytest.mark.parametrize("names", [(), ("a.jsonl", "b.jsonl")])
+def test_single_jsonl_needs_exactly_one_file(tmp_path: Path, names: tuple[str, ...]) -> None:
+    files = tuple(RemoteFile(n, "", "0" * 64) for n in names)
+    defn = DatasetDefinition("toy", "", "single-jsonl", files, 2)
+    with pytest.raises(DataError, match=f"lists {len(names)} .jsonl files"):
+        load_dataset(defn, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("text", "label", "words"),
+    [
+        ("fine", "bad\x00", "label 'bad\\x00' contains the control character U+0000 (NUL)"),
+        ("fine", "a\tb", "U+0009"),
+        ("nul\x00inside", "x", "the text contains the control character U+0000 (NUL)"),
+        ("escape \x1b[0m", "x", "U+001B"),
+        ("c1 \x85", "x", "U+0085"),
+    ],
+)
+def test_control_characters_stop_the_load(
+    tmp_path: Path, text: str, label: str, words: str
+) -> None:
+    rows = [("ok", "x"), (text, label), ("ok", "y")]
+    path = _write(tmp_path / "toy" / "data.jsonl", _jsonl(rows))
+    message = _error(read_jsonl, path)
+    assert "line 2:" in message and words in message
+    tsv = _write(
+        tmp_path / "toy" / "train.tsv",
+        "text\tlabel\n" + "".join(f'"{t}"\t"{y}"\n' for t, y in rows),
+    )
+    message = _error(read_gcd_tsv, tsv)
+    assert "line 3:" in message and words in message
+
+
+def test_tab_and_newlines_stay_allowed_in_texts(tmp_path: Path) -> None:
+    path = _write(tmp_path / "toy" / "data.jsonl", _jsonl([("a\tb\r\nc\u200d", "x")]))
+    assert read_jsonl(path) == (["a\tb\r\nc\u200d"], ["x"])
+
+
+def test_nul_label_is_one_line_from_the_cli(tmp_path: Path) -> None:
+    """The bad-input case: a NUL in a label stops `data check` and `run` with exit 2."""
+    from click.testing import CliRunner
+
+    from gcdbench.cli import cli
+
+    data = tmp_path / "data"
+    content = _jsonl([("wake me up", "alarm"), ("play a song", "music\x00")] * 20)
+    _write(data / "massive_scenario" / "small.jsonl", content)
+    for args in (["data", "check"], ["run", "kmeans", "--results-dir", str(tmp_path / "r"), "-d"]):
+        result = CliRunner().invoke(cli, [*args, "massive_scenario", "--data-dir", str(data)])
+        assert result.exit_code == 2, result.output
+        [line] = [x for x in result.stderr.splitlines() if x.startswith("error: ")]
+        assert (
+            "small.jsonl line 2" in line and "U+0000" in line and "Traceback" not in result.stderr
+        )
+    assert not (tmp_path / "r").exists() or not list((tmp_path / "r").rglob("*.json"))

@@ -1,4 +1,4 @@
-"""Downloading from a real local HTTP server, and choosing the data root."""
+"""Downloading from a real local HTTP server, and where a dataset's files are found."""
 
 from __future__ import annotations
 
@@ -6,17 +6,21 @@ import hashlib
 import shutil
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from gcdbench.api.dataset import RemoteFile
+from gcdbench.cli import cli
 from gcdbench.data.store import (
     DownloadEvent,
     download_dataset,
     ensure_dataset,
+    locate_dataset,
     resolve_data_root,
 )
 from gcdbench.errors import DataError
@@ -169,12 +173,14 @@ def test_resolve_data_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_ensure_dataset(server: Server, tmp_path: Path) -> None:
+    """The function the runner called before locate_dataset: same search, folder only."""
     defn = BY_NAME[NAME]
     user = tmp_path / "mine"
-    user.mkdir()
-    with pytest.raises(DataError, match=r"lacks train\.tsv, dev\.tsv, test\.tsv"):
+    (user / NAME).mkdir(parents=True)
+    (user / NAME / "train.tsv").write_text("text\tlabel\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"lacks dev\.tsv, test\.tsv"):
         ensure_dataset(defn, user, "--data-dir", mirror=server.url)
-    assert server.requests == [] and not (user / NAME).exists()
+    assert server.requests == []
     cache = tmp_path / "cache"
     with pytest.raises(DataError, match=f"gcdbench data download {NAME}"):
         ensure_dataset(defn, cache, "cache", download=False)
@@ -182,3 +188,87 @@ def test_ensure_dataset(server: Server, tmp_path: Path) -> None:
     assert len(server.requests) == 3
     assert ensure_dataset(defn, cache, "cache", mirror=server.url) == cache / NAME
     assert len(server.requests) == 3
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A cache of this test's own, and no GCDBENCH_DATA."""
+    monkeypatch.setenv("GCDBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("GCDBENCH_DATA", raising=False)
+    return tmp_path / "cache" / "data"
+
+
+def test_data_dir_without_the_dataset_falls_back_to_the_cache(
+    server: Server, tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    defn = BY_NAME[NAME]
+    user = tmp_path / "mine"
+    (user / "other").mkdir(parents=True)
+    with pytest.raises(DataError) as info:
+        locate_dataset(defn, str(user), download=False)
+    message = str(info.value)
+    assert str(user / NAME) in message and str(cache / NAME) in message
+    assert f"gcdbench data download {NAME}" in message
+    assert locate_dataset(defn, str(user), mirror=server.url) == (cache / NAME, "cache")
+    assert not (user / NAME).exists()  # a folder the user chose is never written to
+    monkeypatch.setenv("GCDBENCH_DATA", str(user))
+    assert locate_dataset(defn, None, download=False) == (cache / NAME, "cache")
+    shutil.copytree(server.served / NAME, user / NAME)
+    assert locate_dataset(defn, None) == (user / NAME, "GCDBENCH_DATA")
+    assert locate_dataset(defn, str(user)) == (user / NAME, "--data-dir")
+
+
+def test_data_dir_with_a_partial_folder_is_an_error(
+    server: Server, tmp_path: Path, cache: Path
+) -> None:
+    user = tmp_path / "mine"
+    (user / NAME).mkdir(parents=True)
+    shutil.copyfile(server.served / NAME / "train.tsv", user / NAME / "train.tsv")
+    with pytest.raises(DataError, match=r"lacks dev\.tsv, test\.tsv \(--data-dir "):
+        locate_dataset(BY_NAME[NAME], str(user), mirror=server.url)
+    assert server.requests == []
+
+
+def test_the_definitions_own_folder_comes_first(
+    server: Server, tmp_path: Path, cache: Path
+) -> None:
+    own = tmp_path / "plugin-data"
+    shutil.copytree(server.served / NAME, own)
+    defn = replace(BY_NAME[NAME], local_dir=own)
+    user = tmp_path / "mine"
+    shutil.copytree(server.served, user)
+    assert locate_dataset(defn, str(user)) == (own, "plugin")
+    (own / "dev.tsv").unlink()  # incomplete: the next place is tried
+    assert locate_dataset(defn, str(user)) == (user / NAME, "--data-dir")
+    assert locate_dataset(defn, None, mirror=server.url) == (cache / NAME, "cache")
+    with pytest.raises(DataError, match="not an absolute path"):
+        locate_dataset(replace(defn, local_dir="data"), None)
+
+
+def test_a_file_without_url_is_not_downloaded(tmp_path: Path, cache: Path) -> None:
+    files = (RemoteFile("tickets.jsonl", "", "0" * 64),)
+    defn = replace(BY_NAME["massive_scenario"], name="shipped", files=files)
+    with pytest.raises(DataError) as info:
+        locate_dataset(defn, None)
+    message = str(info.value)
+    assert "tickets.jsonl" in message and "no download URL" in message and "\n" not in message
+    with pytest.raises(DataError, match=r"no download URL for tickets\.jsonl"):
+        download_dataset(defn, tmp_path)
+
+
+def test_download_command_writes_to_the_cache_not_gcdbench_data(
+    server: Server, tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    monkeypatch.setenv("GCDBENCH_DATA", str(shared))
+    args = ["data", "download", NAME, "--mirror", server.url]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (cache / NAME).iterdir()) == sorted(FILES)
+    assert list(shared.iterdir()) == []
+    target = tmp_path / "mine"
+    result = CliRunner().invoke(cli, [*args, "--to", str(target)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (target / NAME).iterdir()) == sorted(FILES)
+    assert f"--data-dir {target}" in result.output

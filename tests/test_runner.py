@@ -48,7 +48,7 @@ def test_run_writes_a_complete_record(tmp_path, shared_data):
     outcome = execute(spec, _options(tmp_path, shared_data))
     assert outcome.status == "done"
     record = load_record(Path(outcome.record_path))
-    assert record.spec == spec and record.schema_version == 1
+    assert record.spec == spec and record.schema_version == 2
     raw = json.loads(Path(outcome.record_path).read_text())
     assert raw["spec_hash"] == spec.hash
 

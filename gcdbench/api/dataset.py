@@ -11,7 +11,11 @@ import numpy as np
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """One file of a dataset as its public source publishes it."""
+    """One file of a dataset, with the sha256 of its published bytes.
+
+    ``url`` is where ``gcdbench data download`` fetches it from; ``""`` for a file that has
+    no public source and ships with its plugin (see :attr:`DatasetDefinition.local_dir`).
+    """
 
     name: str  # path inside the dataset's folder, e.g. "train.tsv"
     url: str
@@ -69,8 +73,15 @@ class DatasetDefinition:
     """A dataset a plugin registers: where it comes from and how it is laid out.
 
     ``layout`` selects the reader: ``"gcd-tsv"`` (train/dev/test TSV files, the GLEAN/Loop
-    splits) or ``"single-jsonl"`` (one ``small.jsonl``, partitioned by a fixed, documented
-    protocol). A plugin with another format subclasses this and overrides :meth:`load`.
+    splits) or ``"single-jsonl"`` (the one ``.jsonl`` file listed in ``files``, partitioned
+    by a fixed, documented protocol). A plugin with another format subclasses this and
+    overrides :meth:`load`.
+
+    ``local_dir`` is a folder of the plugin's own that holds the files (for example data
+    shipped inside its package: ``Path(__file__).parent / "data"``). When it holds every
+    required file it is read in place and nothing is downloaded; otherwise gcdbench looks
+    in ``--data-dir``/``GCDBENCH_DATA`` and then the download cache
+    (:func:`gcdbench.data.store.locate_dataset`).
     """
 
     name: str
@@ -82,6 +93,7 @@ class DatasetDefinition:
     license: str = ""
     source: str = ""
     label_names: Mapping[str, str] | None = None
+    local_dir: str | Path | None = None
 
     def load(self, folder: Path) -> DatasetParts:
         from gcdbench.data.loading import load_dataset

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gcdbench.api.spec import RunSpec
+from gcdbench.errors import GcdbenchError
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class Executor(ABC):
         workers: int | None = None,
         on_outcome: Callable[[Outcome], None] | None = None,
     ) -> None:
-        self.workers = workers
+        self.workers = check_workers(workers)
         self.on_outcome = on_outcome
 
     def report(self, outcome: Outcome) -> Outcome:
@@ -42,3 +43,15 @@ class Executor(ABC):
 
     @abstractmethod
     def map(self, job: Callable[[RunSpec], Outcome], specs: Sequence[RunSpec]) -> list[Outcome]: ...
+
+
+def check_workers(workers: int | None) -> int | None:
+    """None (the executor's default) or a count of at least 1: a pool never gets 0 or -1."""
+    if workers is None:
+        return None
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise GcdbenchError(
+            f"--workers must be an integer of at least 1, got {workers!r}; pass e.g. "
+            "--workers 2, or leave it out for the executor's default."
+        )
+    return workers

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
+import types
+import typing
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -109,45 +113,332 @@ class Method(ABC):
         return frozenset(out)
 
     @classmethod
-    def resolve_params(cls, preset: str | None, overrides: Mapping[str, str]) -> Any:
-        """Defaults, then the preset, then explicit overrides (strings from the CLI)."""
+    def resolve_params(cls, preset: str | None, overrides: Mapping[str, Any]) -> Any:
+        """Defaults, then the preset, then explicit overrides (strings from the CLI), every
+        resolved value checked against the schema :func:`param` declares."""
         fields = {f.name: f for f in dataclasses.fields(cls.Params)}
         values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
         if preset is not None:
+            if not preset.strip():
+                raise GcdbenchError(
+                    f"--preset is empty; name one of method {cls.name!r}'s presets or drop it."
+                )
             if not cls.presets:
                 raise GcdbenchError(f"method {cls.name!r} declares no presets; drop --preset.")
             if preset not in cls.presets:
                 raise UnknownNameError(f"preset of method {cls.name!r}", preset, cls.presets)
-            values.update(cls.presets[preset])
+            for key, value in cls.presets[preset].items():
+                if key not in fields:
+                    raise GcdbenchError(
+                        f"preset {preset!r} of method {cls.name!r} sets unknown parameter "
+                        f"{key!r}; the plugin must declare it in its Params."
+                    )
+                values[key] = value
+                sources[key] = f"preset {preset!r}"
         for key, raw in overrides.items():
             if key not in fields:
                 raise UnknownNameError(f"parameter of method {cls.name!r}", key, fields)
             values[key] = coerce(raw, fields[key], cls.name)
-        return cls.Params(**values)
+            sources[key] = "--param"
+        for name, fld in fields.items():
+            value = values[name] if name in values else _default(fld)
+            check_value(fld, value, cls.name, sources.get(name, "default"))
+        params = cls.Params(**values)
+        cls.cross_check(params)
+        return params
+
+    @classmethod  # noqa: B027 - optional: most methods have no cross-field rule
+    def cross_check(cls, params: Any, num_classes: int | None = None) -> None:
+        """Rules :func:`param` cannot state per field: ones that span several parameters,
+        and (when ``num_classes`` is given) ones that depend on the dataset's K. Raise
+        :class:`GcdbenchError`; the CLI calls this before anything is written."""
+
+
+# -- the parameter schema ---------------------------------------------------------------------
+
+#: The metadata key under which :func:`param` stores a field's :class:`ParamRule`.
+PARAM_KEY = "gcdbench"
+#: Field types the CLI converts ``--param`` strings to and checks values against.
+_SCALARS: dict[str, type] = {"bool": bool, "int": int, "float": float, "str": str}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_NONE = {"none", "null"}
+
+
+@dataclass(frozen=True)
+class ParamRule:
+    """What values a parameter takes: numeric bounds, a fixed set, a pattern for strings
+    (described by ``allowed``), or the name of a registered component of kind ``registered``."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple[Any, ...] | None = None
+    pattern: str | None = None
+    allowed: str = ""
+    registered: str | None = None
+    help: str = ""
+
+
+def param(
+    default: Any,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    choices: tuple[Any, ...] | list[Any] | None = None,
+    pattern: str | None = None,
+    allowed: str = "",
+    registered: str | None = None,
+    help: str = "",
+) -> Any:
+    """A ``Params`` field with its range and one-line help, e.g.
+    ``n_init: int = param(10, ge=1, help="K-means restarts")``. ``resolve_params`` checks
+    every value against it; ``gcdbench list methods --params`` shows it."""
+    rule = ParamRule(
+        ge,
+        gt,
+        le,
+        lt,
+        tuple(choices) if choices is not None else None,
+        pattern,
+        allowed,
+        registered,
+        help,
+    )
+    return field(default=default, metadata={PARAM_KEY: rule})
+
+
+def param_rule(fld: dataclasses.Field[Any]) -> ParamRule:
+    rule = fld.metadata.get(PARAM_KEY)
+    return rule if isinstance(rule, ParamRule) else ParamRule()
+
+
+def param_schema(params_cls: type) -> list[dict[str, Any]]:
+    """The schema of a ``Params`` dataclass as data, one dict per field, for display."""
+    if not dataclasses.is_dataclass(params_cls):
+        return []
+    out = []
+    for fld in dataclasses.fields(params_cls):
+        rule = param_rule(fld)
+        bounds = {
+            k: getattr(rule, k) for k in ("ge", "gt", "le", "lt") if getattr(rule, k) is not None
+        }
+        out.append(
+            {
+                "name": fld.name,
+                "type": _type_text(fld),
+                "default": _default(fld),
+                "range": bounds or None,
+                "choices": list(rule.choices) if rule.choices is not None else None,
+                "allowed": describe_allowed(rule),
+                "help": rule.help,
+            }
+        )
+    return out
+
+
+def describe_allowed(rule: ParamRule) -> str:
+    """``>= 1``, ``[0, 1]``, ``one of paper, official``, … (empty when anything goes)."""
+    if rule.allowed:
+        return rule.allowed
+    if rule.choices is not None:
+        return "one of " + ", ".join(_show(c) for c in rule.choices)
+    if rule.registered:
+        return f"a registered {rule.registered}"
+    low = ("[", rule.ge) if rule.ge is not None else ("(", rule.gt)
+    high = ("]", rule.le) if rule.le is not None else (")", rule.lt)
+    if low[1] is not None and high[1] is not None:
+        return f"{low[0]}{low[1]:g}, {high[1]:g}{high[0]}"
+    if low[1] is not None:
+        return f"{'>=' if low[0] == '[' else '>'} {low[1]:g}"
+    if high[1] is not None:
+        return f"{'<=' if high[0] == ']' else '<'} {high[1]:g}"
+    return ""
+
+
+def check_value(fld: dataclasses.Field[Any], value: Any, method: str, source: str) -> None:
+    """One line naming the parameter, the bad value, what it takes and an example fix."""
+    problem = _problem(fld, value)
+    if problem is None:
+        return
+    where = "" if source == "--param" else f" (from {_source_text(source)})"
+    example = _example(fld)
+    fix = (
+        f"e.g. -p {fld.name}={_show(example)}"
+        if example is not None
+        else "see gcdbench list methods --params"
+    )
+    raise GcdbenchError(f"method {method!r}: {problem}{where}; {fix}.")
+
+
+def _problem(fld: dataclasses.Field[Any], value: Any) -> str | None:
+    """What is wrong with ``value`` for ``fld``, or None."""
+    types, none_ok = _types(fld)
+    if value is None:
+        return (
+            None
+            if none_ok or types is None
+            else f"parameter {fld.name} must be {_type_text(fld)}, got None"
+        )
+    if types is not None and not any(_is_instance(value, t) for t in types):
+        return f"parameter {fld.name} must be {_type_text(fld)}, got {value!r}"
+    rule = param_rule(fld)
+    allowed = describe_allowed(rule)
+    if rule.choices is not None and value not in rule.choices:
+        return f"unknown {fld.name} {value!r}; parameter {fld.name} takes {allowed}"
+    if rule.pattern is not None and not (
+        isinstance(value, str) and re.fullmatch(rule.pattern, value)
+    ):
+        return f"unknown {fld.name} {value!r}; parameter {fld.name} takes {allowed}"
+    if rule.registered is not None:
+        from gcdbench import registry  # the registry imports the api: import when needed
+
+        known = registry.names(rule.registered)
+        if value not in known:
+            return (
+                f"unknown {rule.registered} {value!r} for parameter {fld.name}; available: "
+                f"{', '.join(known) or 'none registered'}"
+            )
+    if _is_number(value) and not _in_bounds(float(value), rule):
+        return f"parameter {fld.name} must be {allowed}, got {_show(value)}"
+    return None
+
+
+def _in_bounds(x: float, rule: ParamRule) -> bool:
+    if math.isnan(x):
+        return False
+    return (
+        (rule.ge is None or x >= rule.ge)
+        and (rule.gt is None or x > rule.gt)
+        and (rule.le is None or x <= rule.le)
+        and (rule.lt is None or x < rule.lt)
+    )
+
+
+def _example(fld: dataclasses.Field[Any]) -> Any:
+    """A value that passes: the default when it does, else one derived from the rule."""
+    default = _default(fld)
+    if default is not None and _problem(fld, default) is None:
+        return default
+    rule = param_rule(fld)
+    if rule.choices:
+        return rule.choices[0]
+    for bound in (rule.ge, rule.le):
+        if bound is not None:
+            return bound
+    return None
+
+
+def _default(fld: dataclasses.Field[Any]) -> Any:
+    if fld.default is not dataclasses.MISSING:
+        return fld.default
+    if fld.default_factory is not dataclasses.MISSING:
+        return fld.default_factory()
+    return None
+
+
+def _types(fld: dataclasses.Field[Any]) -> tuple[tuple[type, ...] | None, bool]:
+    """The scalar types ``fld`` declares and whether None is allowed; None for a type this
+    schema does not know (lists, custom classes), which is then not checked."""
+    names = _type_names(fld)
+    none_ok = "None" in names
+    scalars = [n for n in names if n != "None"]
+    if not scalars or any(n not in _SCALARS for n in scalars):
+        return None, none_ok
+    return tuple(_SCALARS[n] for n in scalars), none_ok
+
+
+def _type_names(fld: dataclasses.Field[Any]) -> list[str]:
+    """``int | None``, ``Optional[int]`` or the type objects themselves -> ["int", "None"]."""
+    kind = fld.type
+    if not isinstance(kind, str):
+        args = (
+            typing.get_args(kind)
+            if typing.get_origin(kind) in (typing.Union, types.UnionType)
+            else (kind,)
+        )
+        return ["None" if a is type(None) else getattr(a, "__name__", str(a)) for a in args]
+    text = kind.replace("typing.", "").strip()
+    optional = re.fullmatch(r"Optional\[(.+)\]", text)
+    if optional:
+        text = f"{optional.group(1)} | None"
+    if "[" in text:
+        return [text]
+    return [part.strip() for part in text.split("|")]
+
+
+def _type_text(fld: dataclasses.Field[Any]) -> str:
+    return " | ".join(_type_names(fld))
+
+
+def _is_instance(value: Any, kind: type) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        # an int is a fine float; NaN and infinity are not JSON, so no record could hold them
+        return _is_number(value) and math.isfinite(float(value))
+    return isinstance(value, kind)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _source_text(source: str) -> str:
+    return "the method's default; the plugin must fix it" if source == "default" else source
 
 
 def coerce(raw: Any, fld: dataclasses.Field[Any], method: str) -> Any:
-    """Turn a CLI string into the type the Params field declares."""
+    """Turn a CLI string into the type the Params field declares (``int | None`` too:
+    ``none`` gives None); a non-string passes through to :func:`check_value`."""
     if not isinstance(raw, str):
         return raw
-    kind = fld.type if isinstance(fld.type, str) else getattr(fld.type, "__name__", str(fld.type))
+    types_, none_ok = _types(fld)
+    if types_ is None:
+        return raw
+    text = raw.strip()
+    if none_ok and text.lower() in _NONE:
+        return None
+    # Most specific first, so "1" is an int for ``int | float`` and "true" a bool.
+    for kind in sorted(types_, key=[bool, int, float, str].index):
+        converted = _convert(text, kind)
+        if converted is not _FAILED:
+            return converted
+    example = _example(fld)
+    hint = _show(example) if example is not None else f"<{_type_text(fld)}>"
+    raise GcdbenchError(
+        f"method {method!r}: parameter {fld.name} must be {_type_text(fld)}, got {raw!r}; "
+        f"e.g. -p {fld.name}={hint}."
+    )
+
+
+_FAILED = object()
+
+
+def _convert(text: str, kind: type) -> Any:
+    if kind is bool:
+        low = text.lower()
+        return True if low in _TRUE else False if low in _FALSE else _FAILED
+    if kind is str:
+        return text
     try:
-        if kind.startswith("bool"):
-            if raw.lower() in {"1", "true", "yes", "on"}:
-                return True
-            if raw.lower() in {"0", "false", "no", "off"}:
-                return False
-            raise ValueError(raw)
-        if kind.startswith("int"):
-            return int(raw)
-        if kind.startswith("float"):
-            return float(raw)
+        return kind(text)
     except ValueError:
-        raise GcdbenchError(
-            f"parameter {fld.name!r} of method {method!r} must be {kind}, got {raw!r}; "
-            f"pass e.g. --param {fld.name}=<{kind}>."
-        ) from None
-    return raw
+        return _FAILED
 
 
 def params_dict(params: Any) -> dict[str, Any]:

@@ -11,13 +11,22 @@ from gcdbench.errors import GcdbenchError
 
 
 class _Group(click.Group):
-    """Turns user errors into one line on stderr and exit code 2."""
+    """Turns user errors into one line on stderr and exit code 2: ours, and click's own
+    usage errors (a bad --variant choice, a non-integer --workers), which click would print
+    as a usage block."""
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
         except GcdbenchError as exc:
             click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.NoArgsIsHelpError:
+            raise  # `gcdbench llm` alone: click shows the help, as asked
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            message = " ".join(exc.format_message().split())  # one line, always
+            click.echo(f"error: {message} See {where} --help.", err=True)
             sys.exit(exc.exit_code)
 
 

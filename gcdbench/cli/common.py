@@ -30,51 +30,109 @@ data_dir_option = click.option(
 )
 
 
+#: NumPy's ``RandomState`` (which draws the split) takes seeds in [0, 2**32).
+MAX_SEED = 2**32 - 1
+
+
+def parse_names(values: tuple[str, ...], name: str, example: str) -> list[str]:
+    """Repeated or comma-separated names, in order, without repeats; an empty item fails."""
+    out: list[str] = []
+    for piece in _pieces(values, name, example):
+        if piece not in out:
+            out.append(piece)
+    return out
+
+
+def parse_int_ranges(values: tuple[str, ...], name: str) -> list[tuple[int, int]]:
+    """``0,1,2`` / ``0-4`` / repeated options -> sorted, disjoint inclusive ranges.
+
+    Ranges stay ranges, so a plan's size is known (:func:`count_ints`) before a huge one
+    such as ``0-100000000`` is expanded."""
+    ranges: list[tuple[int, int]] = []
+    for piece in _pieces(values, name, "0,1,2 or 0-4"):
+        ranges.append(_int_range(piece, name))
+    merged: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if merged and lo <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def count_ints(ranges: list[tuple[int, int]]) -> int:
+    return sum(hi - lo + 1 for lo, hi in ranges)
+
+
+def expand_ints(ranges: list[tuple[int, int]]) -> list[int]:
+    return [i for lo, hi in ranges for i in range(lo, hi + 1)]
+
+
 def parse_ints(values: tuple[str, ...], name: str) -> list[int]:
     """``0,1,2`` / ``0-4`` / repeated options -> a sorted list of distinct ints (the inverse
     of :func:`gcdbench.report.leaderboard.format_ints`)."""
-    out: set[int] = set()
-    for value in values:
-        for piece in value.split(","):
-            piece = piece.strip()
-            try:
-                if "-" in piece.lstrip("-") and not piece.startswith("-"):
-                    lo, hi = (int(x) for x in piece.split("-", 1))
-                    if hi < lo:
-                        raise ValueError
-                    out.update(range(lo, hi + 1))
-                elif piece:
-                    out.add(int(piece))
-            except ValueError:
-                raise GcdbenchError(
-                    f"{name} takes integers, lists or ranges (e.g. 0,1,2 or 0-4), got {value!r}."
-                ) from None
-    return sorted(out)
+    return expand_ints(parse_int_ranges(values, name))
+
+
+def _int_range(piece: str, name: str) -> tuple[int, int]:
+    try:
+        if "-" in piece.lstrip("-") and not piece.startswith("-"):
+            lo, hi = (int(x) for x in piece.split("-", 1))
+        else:
+            lo = hi = int(piece)
+    except ValueError:
+        raise GcdbenchError(
+            f"{name} takes integers, lists or ranges (e.g. 0,1,2 or 0-4), got {piece!r}."
+        ) from None
+    if hi < lo:
+        raise GcdbenchError(f"{name} range {piece!r} runs backwards; write it low-high, e.g. 0-4.")
+    if lo < 0 or hi > MAX_SEED:
+        bad = lo if lo < 0 else hi
+        raise GcdbenchError(
+            f"{name} {bad} is outside [0, {MAX_SEED}] (NumPy's RandomState draws the split); "
+            f"pass e.g. {name} 0."
+        )
+    return lo, hi
 
 
 def parse_floats(values: tuple[str, ...], name: str) -> list[float]:
     out: list[float] = []
-    for value in values:
-        for piece in value.split(","):
-            try:
-                number = float(piece)
-            except ValueError:
-                raise GcdbenchError(
-                    f"{name} takes numbers (e.g. 0.25 or 0.1,0.25), got {value!r}."
-                ) from None
-            if number not in out:
-                out.append(number)
+    for piece in _pieces(values, name, "0.25 or 0.1,0.25"):
+        try:
+            number = float(piece)
+        except ValueError:
+            raise GcdbenchError(
+                f"{name} takes numbers (e.g. 0.25 or 0.1,0.25), got {piece!r}."
+            ) from None
+        if number not in out:
+            out.append(number)
     return out
+
+
+def _pieces(values: tuple[str, ...], name: str, example: str) -> list[str]:
+    """The comma-separated items of repeated option values; an empty value or item (``''``,
+    ``,``, ``a,,b``) fails rather than silently shrinking the plan to nothing."""
+    pieces = [piece.strip() for value in values for piece in value.split(",")]
+    if not values or any(not piece for piece in pieces):
+        shown = ",".join(values) if values else ""
+        raise GcdbenchError(f"{name} has an empty value ({shown!r}); pass e.g. {name} {example}.")
+    return pieces
 
 
 def parse_params(values: tuple[str, ...]) -> dict[str, str]:
     out = {}
     for value in values:
         key, sep, raw = value.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise GcdbenchError(f"--param takes KEY=VALUE, got {value!r}; e.g. --param n_init=20.")
         out[key.strip()] = raw.strip()
     return out
+
+
+def require_text(value: str | None, flag: str, fix: str) -> None:
+    """An option given as an empty string is a mistake, not a request for the default."""
+    if value is not None and not value.strip():
+        raise GcdbenchError(f"{flag} is empty; {fix}.")
 
 
 class RichReporter(Reporter):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 import click
 from rich.table import Table
 
 from gcdbench import registry
+from gcdbench.api.method import param_schema
 from gcdbench.cli.common import console
-from gcdbench.errors import UnknownNameError
+from gcdbench.errors import GcdbenchError, UnknownNameError
 
 # Plural forms people type, for `gcdbench list`.
 _KIND_ALIASES = {
@@ -50,14 +52,29 @@ def plugins(as_json: bool) -> None:
 
 @click.command("list")
 @click.argument("kind")
+@click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def list_(kind: str, as_json: bool) -> None:
+@click.option(
+    "--params",
+    "with_params",
+    is_flag=True,
+    help="Methods only: each parameter's type, default, allowed values and meaning.",
+)
+def list_(kind: str, name: str | None, as_json: bool, with_params: bool) -> None:
     """List what is registered of KIND: methods, datasets, encoders, miners, feedback,
-    losses, executors or llms."""
+    losses, executors or llms; NAME shows one entry. `gcdbench list methods --params`
+    shows every method's parameter schema (`gcdbench list methods glean --params`: one)."""
     if kind not in _KIND_ALIASES:
         raise UnknownNameError("kind", kind, _KIND_ALIASES)
     kind = _KIND_ALIASES[kind]
-    rows = [_describe(kind, name) for name in registry.names(kind)]
+    if with_params and kind != "method":
+        raise GcdbenchError(f"--params applies to methods only; drop it for {kind}s.")
+    names = registry.names(kind)
+    if name is not None:
+        if name not in names:
+            raise UnknownNameError(kind, name, names)
+        names = [name]
+    rows = [_describe(kind, n, with_params) for n in names]
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return
@@ -66,14 +83,33 @@ def list_(kind: str, as_json: bool) -> None:
         console.print(f"[bold]{row['name']}[/bold]  [dim]({row['plugin']})[/dim]")
         if row.get("description"):
             console.print(f"  {row['description']}")
+        # with --params the schema table shows the defaults: no params line twice
+        hidden = {"name", "plugin", "description", "schema", *(["params"] if with_params else [])}
         for key, value in row.items():
-            if key not in {"name", "plugin", "description"}:
+            if key not in hidden:
                 console.print(f"  {key}: {_cell(value)}")
+        if "schema" in row:
+            console.print(_schema_table(row["schema"]))  # type: ignore[arg-type]
     if not rows:
         console.print(f"[dim]no {kind} registered yet: a plugin adds one with its hook.[/dim]")
 
 
-def _describe(kind: str, name: str) -> dict[str, object]:
+def _schema_table(schema: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, padding=(0, 1), pad_edge=False, show_edge=False)
+    for column in ("  parameter", "type", "default", "allowed", "meaning"):
+        table.add_column(column, no_wrap=column != "meaning", style="dim" * (column == "type"))
+    for entry in schema:
+        table.add_row(
+            f"  {entry['name']}",
+            entry["type"],
+            _cell(entry["default"]),
+            entry["allowed"] or "any",
+            entry["help"],
+        )
+    return table
+
+
+def _describe(kind: str, name: str, with_params: bool = False) -> dict[str, object]:
     obj = registry.get(kind, name)
     row: dict[str, object] = {"name": name, "plugin": registry.owner(kind, name).name}
     if kind == "method":
@@ -84,6 +120,8 @@ def _describe(kind: str, name: str) -> dict[str, object]:
         ]
         row["params"] = {f.name: f.default for f in dataclasses.fields(obj.Params)}
         row["presets"] = sorted(obj.presets)
+        if with_params:
+            row["schema"] = param_schema(obj.Params)
     elif kind == "dataset":
         row["layout"] = obj.layout
         row["classes"] = obj.num_classes
@@ -94,6 +132,8 @@ def _describe(kind: str, name: str) -> dict[str, object]:
 
 
 def _cell(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()  # as -p takes it
     if isinstance(value, dict):
         return ", ".join(f"{k}={v}" for k, v in value.items()) or "none"
     if isinstance(value, list):

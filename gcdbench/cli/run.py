@@ -12,22 +12,30 @@ import click
 from rich.table import Table
 
 from gcdbench import paths, registry
-from gcdbench.api.executor import Outcome
-from gcdbench.api.record import METRIC_KEYS
+from gcdbench.api.executor import Outcome, check_workers
+from gcdbench.api.record import METRIC_KEYS, ResultRecord
 from gcdbench.cli.common import (
     RichReporter,
     console,
+    count_ints,
     data_dir_option,
     err_console,
+    expand_ints,
     parse_floats,
-    parse_ints,
+    parse_int_ranges,
+    parse_names,
     parse_params,
+    require_text,
     results_dir_option,
 )
+from gcdbench.data.store import user_data_root
 from gcdbench.errors import GcdbenchError
 from gcdbench.feedback.resolve import option_pairs
 from gcdbench.runner.run import RunOptions, execute, resolve_spec, run_job
 from gcdbench.runner.store import ResultsStore, load_record
+
+#: The largest plan ``gcdbench run`` starts without ``--max-runs``.
+DEFAULT_MAX_RUNS = 1000
 
 
 @click.command()
@@ -123,7 +131,14 @@ from gcdbench.runner.store import ResultsStore, load_record
 @click.option("--force", is_flag=True, help="Re-run specs that already have a record.")
 @click.option("--no-download", is_flag=True, help="Never download data; fail if it is missing.")
 @click.option("--executor", default="local", show_default=True, help="How to run the plan.")
-@click.option("--workers", type=int, default=None, help="Workers for parallel executors.")
+@click.option("--workers", type=int, default=None, help="Workers for parallel executors (>= 1).")
+@click.option(
+    "--max-runs",
+    type=int,
+    default=DEFAULT_MAX_RUNS,
+    show_default=True,
+    help="Refuse plans (datasets x known ratios x seeds) larger than this.",
+)
 def run(
     method: str,
     ablations: tuple[str, ...],
@@ -146,18 +161,38 @@ def run(
     no_download: bool,
     executor: str,
     workers: int | None,
+    max_runs: int,
 ) -> None:
-    """Run METHOD and print ACC/ARI/NMI; one record per (dataset, known ratio, seed)."""
-    names = [n.strip() for d in datasets for n in d.split(",") if n.strip()]
+    """Run METHOD and print ACC/ARI/NMI; one record per (dataset, known ratio, seed).
+
+    Every argument is checked before anything is written: a bad one stops with one line
+    naming it and the fix, exit code 2."""
+    _check_text_options(
+        encoder=encoder,
+        preset=preset,
+        llm_budget=llm_budget,
+        ledger=ledger,
+        data_dir=data_dir,
+        results_dir=results_dir,
+        executor=executor,
+    )
+    _check_counts(workers, max_runs)
+    names = parse_names(datasets, "--dataset", "banking or banking,clinc")
+    ratios = parse_floats(known_ratios, "--known-ratio")
+    seed_ranges = parse_int_ranges(seeds, "--seed")
+    _check_plan_size(len(names), len(ratios), count_ints(seed_ranges), max_runs)
+    method_cls = registry.get("method", method)
     overrides = parse_params(params)
     if variant is not None:
-        fields = {f.name for f in dataclasses.fields(registry.get("method", method).Params)}
+        fields = {f.name for f in dataclasses.fields(method_cls.Params)}
         if "variant" not in fields:
             raise GcdbenchError(f"method {method!r} has no paper/official variant; drop --variant.")
         if "variant" in overrides and overrides["variant"] != variant:
             raise GcdbenchError("--variant and -p variant= disagree; pass one of them.")
         overrides["variant"] = variant
     options_of_llm = option_pairs(llm_options)
+    executor_cls = registry.get("executor", executor)
+    user_data_root(data_dir)  # a missing --data-dir / GCDBENCH_DATA folder fails here
     specs = [
         resolve_spec(
             method,
@@ -173,11 +208,8 @@ def run(
             llm_options=options_of_llm,
             llm_budget=llm_budget,
         )
-        for dataset, ratio, seed in itertools.product(
-            names, parse_floats(known_ratios, "--known-ratio"), parse_ints(seeds, "--seed")
-        )
+        for dataset, ratio, seed in itertools.product(names, ratios, expand_ints(seed_ranges))
     ]
-    executor_cls = registry.get("executor", executor)
     # Absolute, so that workers in other folders (Ray, Slurm) write and read the same places.
     options = RunOptions(
         paths.results_dir(results_dir).resolve(),
@@ -199,6 +231,39 @@ def run(
     failed = [o for o in outcomes if o.status in {"failed", "crashed"}]
     if failed:
         sys.exit(2 if all(o.status == "failed" for o in failed) else 1)
+
+
+def _check_text_options(**values: str | None) -> None:
+    """An option given as ``''`` is a slip, never a request for its default."""
+    fixes = {
+        "encoder": "name one (e.g. all-MiniLM-L6-v2) or leave --encoder out for the default",
+        "preset": "name one the method declares (gcdbench list methods) or leave --preset out",
+        "llm_budget": "pass e.g. --llm-budget 2000 or 0.50usd, or leave it out",
+        "ledger": "pass a file path or leave --ledger out for <cache>/ledger.sqlite",
+        "data_dir": "pass a folder or leave --data-dir out",
+        "results_dir": "pass a folder or leave --results-dir out for ./results",
+        "executor": "pass local, processes or ray (gcdbench list executors)",
+    }
+    for key, value in values.items():
+        require_text(value, "--" + key.replace("_", "-"), fixes[key])
+
+
+def _check_counts(workers: int | None, max_runs: int) -> None:
+    check_workers(workers)  # every executor, the local one too, which ignores the count
+    if max_runs < 1:
+        raise GcdbenchError(f"--max-runs must be at least 1, got {max_runs}; e.g. --max-runs 1000.")
+
+
+def _check_plan_size(datasets: int, ratios: int, seeds: int, max_runs: int) -> None:
+    """Counted from the ranges, before any seed list is built: ``--seeds 0-100000000`` must
+    stop here, not exhaust memory."""
+    runs = datasets * ratios * seeds
+    if runs > max_runs:
+        raise GcdbenchError(
+            f"the plan has {runs} runs ({datasets} dataset(s) x {ratios} known ratio(s) x "
+            f"{seeds} seed(s)), more than --max-runs {max_runs}; narrow --seeds, --dataset or "
+            f"--known-ratio, or pass --max-runs {runs} to run them all."
+        )
 
 
 def _print_outcome(outcome: Outcome) -> None:
@@ -232,10 +297,10 @@ def _print_summary(outcomes: list[Outcome]) -> None:
     for key in shown:
         table.add_column(_HEADERS[key], justify="right", no_wrap=True)
     for outcome in outcomes:
-        metrics = _metrics(outcome)
-        values = [f"{metrics[k]:.2f}" if metrics else "–" for k in shown]
+        record = _record(outcome)
+        values = [f"{record.metrics[k]:.2f}" if record else "–" for k in shown]
         identity = [_fmt(getattr(outcome.spec, key)) for _, key in varying]
-        table.add_row(outcome.spec.hash[:8], *identity, outcome.status, *values)
+        table.add_row(_run_id(record), *identity, outcome.status, *values)
     console.print(table)
     if any(o.status == "skipped" for o in outcomes):
         console.print("[dim]skipped: already in the results store; --force re-runs.[/dim]")
@@ -243,16 +308,16 @@ def _print_summary(outcomes: list[Outcome]) -> None:
 
 def _print_single(outcome: Outcome) -> None:
     spec = outcome.spec
+    record = _record(outcome)
     console.print(
         f"[bold]{spec.label}[/bold] on {spec.dataset}, known ratio {spec.known_ratio:g}, "
-        f"seed {spec.seed}: {outcome.status} (run {spec.hash[:10]})"
+        f"seed {spec.seed}: {outcome.status} (run {_run_id(record)})"
     )
-    metrics = _metrics(outcome)
-    if metrics:
+    if record:
         table = Table(title="metrics (×100)")
         for key in METRIC_KEYS:
             table.add_column(_HEADERS[key], justify="right", no_wrap=True)
-        table.add_row(*(f"{metrics[k]:.2f}" for k in METRIC_KEYS))
+        table.add_row(*(f"{record.metrics[k]:.2f}" for k in METRIC_KEYS))
         console.print(table)
     if outcome.status == "skipped":
         console.print("[dim]already in the results store; --force re-runs it.[/dim]")
@@ -260,8 +325,14 @@ def _print_single(outcome: Outcome) -> None:
         console.print(f"[dim]record: {outcome.record_path}[/dim]")
 
 
-def _metrics(outcome: Outcome) -> dict[str, float] | None:
-    return load_record(Path(outcome.record_path)).metrics if outcome.record_path else None
+def _record(outcome: Outcome) -> ResultRecord | None:
+    return load_record(Path(outcome.record_path)) if outcome.record_path else None
+
+
+def _run_id(record: ResultRecord | None) -> str:
+    """The id ``gcdbench show`` takes: the run id, not the spec hash (one spec on other
+    data or code is another run)."""
+    return record.run_id[:10] if record else "–"
 
 
 _HEADERS = {

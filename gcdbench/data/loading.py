@@ -10,7 +10,8 @@ Layouts:
     classes; else the definition's ``label_names``; else each key is its own name.
 
 ``single-jsonl``
-    One ``small.jsonl`` (ClusterLLM sets), partitioned by the fixed protocol
+    One JSON-lines file, the one ``.jsonl`` file the definition lists in ``files`` (the
+    ClusterLLM sets call it ``small.jsonl``), partitioned by the fixed protocol
     ``single-jsonl-v1``, which does not depend on the run seed so that every run of every
     method evaluates on the same test rows:
 
@@ -39,7 +40,6 @@ from gcdbench.api.dataset import DataFile, DatasetDefinition, DatasetParts, Part
 from gcdbench.data.readers import parse_gcd_tsv, parse_jsonl, parse_label_names, read_bytes
 from gcdbench.errors import DataError
 
-JSONL_FILE = "small.jsonl"
 LABEL_NAMES_FILE = "label_names.tsv"
 # Exact fractions: a float product such as 0.1 * n can land just below an integer.
 TEST_FRACTION = Fraction(1, 5)
@@ -91,12 +91,34 @@ def _names(
     return {c: given.get(c, c) for c in classes}, extra
 
 
-def _check_classes(defn: DatasetDefinition, classes: tuple[str, ...], where: str) -> None:
-    if len(classes) != defn.num_classes:
+def _check_classes(defn: DatasetDefinition, classes: tuple[str, ...], file: DataFile) -> None:
+    if len(classes) == defn.num_classes:
+        return
+    # A file with the published hash is the data the plugin describes, so the plugin's
+    # count is what is wrong; any other file is another version of the data.
+    cause = (
+        f"the file has its published sha256, so the plugin's num_classes={defn.num_classes} "
+        "is wrong: correct it in the plugin"
+        if file.verified
+        else "either this is another version of the data (its sha256 differs from the "
+        "published one: use the published file) or the plugin's num_classes is wrong"
+    )
+    raise DataError(
+        f"{file.path} has {len(classes)} classes, but the definition of {defn.name!r} says "
+        f"num_classes={defn.num_classes}; the file does not match the definition: {cause}"
+    )
+
+
+def single_file_name(defn: DatasetDefinition) -> str:
+    """The one data file of a ``single-jsonl`` definition: its only ``.jsonl`` file."""
+    names = [f.name for f in defn.files if f.name.endswith(".jsonl")]
+    if len(names) != 1:
+        listed = ", ".join(names) or "none"
         raise DataError(
-            f"{where} has {len(classes)} classes, but {defn.name!r} has {defn.num_classes}; "
-            f"re-download with `gcdbench data download {defn.name}`"
+            f"dataset {defn.name!r} has layout 'single-jsonl' but lists {len(names)} .jsonl "
+            f"files ({listed}); list exactly one, e.g. RemoteFile('data.jsonl', url, sha256)"
         )
+    return names[0]
 
 
 def _load_gcd_tsv(defn: DatasetDefinition, folder: Path) -> DatasetParts:
@@ -112,7 +134,7 @@ def _load_gcd_tsv(defn: DatasetDefinition, folder: Path) -> DatasetParts:
 
     train = parts["train"]
     classes = tuple(str(c) for c in np.unique(np.array(train.labels)))
-    _check_classes(defn, classes, str(train.file.path))
+    _check_classes(defn, classes, train.file)
     known = set(classes)
     for split in ("dev", "test"):
         if split not in parts:
@@ -121,8 +143,8 @@ def _load_gcd_tsv(defn: DatasetDefinition, folder: Path) -> DatasetParts:
         if stray:
             raise DataError(
                 f"{parts[split].file.path} has labels that train.tsv lacks "
-                f"({', '.join(stray[:5])}); "
-                f"re-download with `gcdbench data download {defn.name}`"
+                f"({', '.join(stray[:5])}); every {split} label must be a train class: "
+                "fix the files, or use the published ones"
             )
     label_names, extra = _names(defn, folder, classes)
     files = tuple(p.file for p in parts.values()) + ((extra,) if extra else ())
@@ -158,10 +180,10 @@ def partition_rows(labels: list[str]) -> dict[str, np.ndarray]:
 
 
 def _load_single_jsonl(defn: DatasetDefinition, folder: Path) -> DatasetParts:
-    data, file = _read(defn, folder, JSONL_FILE)
+    data, file = _read(defn, folder, single_file_name(defn))
     texts, labels = parse_jsonl(data, file.path, defn.name)
     classes = tuple(str(c) for c in np.unique(np.array(labels)))
-    _check_classes(defn, classes, str(file.path))
+    _check_classes(defn, classes, file)
 
     def part(rows: np.ndarray) -> Part:
         return Part([texts[i] for i in rows], [labels[i] for i in rows], file, rows)

@@ -7,6 +7,10 @@ GLEAN reader does) changes the data a split is drawn from.
 Labels are lower-cased: the official GLEAN reader does so, and BANKING spells one class
 ``Refund_not_showing_up`` in the files but ``refund_not_showing_up`` everywhere else
 (golden known-class lists, published results). Texts are returned exactly as stored.
+
+Control characters stop the read: none in a label (NumPy drops a trailing NUL from strings,
+so such a label would not match its own class), none but tab, newline and carriage return
+in a text (a NUL or an escape byte there means a binary or mis-encoded file).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from pathlib import Path
 
 from gcdbench.errors import DataError
@@ -37,6 +42,30 @@ def decode(data: bytes, path: Path, dataset: str | None = None) -> str:
             f"{path} line {line}: not valid UTF-8 (byte {data[exc.start]:#04x}); "
             f"{_fix(path, dataset)}"
         ) from None
+
+
+# The Unicode "Cc" category: C0 controls, DEL and C1 controls.
+_LABEL_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_TEXT_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _control_names(value: str, pattern: re.Pattern[str]) -> str:
+    found = sorted(set(pattern.findall(value)))
+    return ", ".join(f"U+{ord(c):04X}" + (" (NUL)" if c == "\0" else "") for c in found)
+
+
+def check_row(text: str, label: str, where: str, fix: str) -> None:
+    """Reject control characters in a label, and in a text all but tab, CR and LF."""
+    if _LABEL_CONTROL.search(label):
+        raise DataError(
+            f"{where}: the label {label!r} contains the control character "
+            f"{_control_names(label, _LABEL_CONTROL)}, which no label may hold; {fix}"
+        )
+    if _TEXT_CONTROL.search(text):
+        raise DataError(
+            f"{where}: the text contains the control character "
+            f"{_control_names(text, _TEXT_CONTROL)} (only tab, CR and LF may appear); {fix}"
+        )
 
 
 def read_bytes(path: Path, dataset: str | None) -> bytes:
@@ -93,6 +122,7 @@ def parse_gcd_tsv(
         text, label = fields
         if not label.strip():
             raise DataError(f"{path} line {line}: empty label; {fix}")
+        check_row(text, label, f"{path} line {line}", fix)
         texts.append(text)
         labels.append(label.lower())
     return texts, labels
@@ -135,6 +165,7 @@ def parse_jsonl(data: bytes, path: Path, dataset: str | None = None) -> tuple[li
             raise DataError(f"{where}: 'input' must be a string, got {type(text).__name__}; {fix}")
         if not isinstance(label, str) or not label.strip():
             raise DataError(f"{where}: 'label' must be a non-empty string, got {label!r}; {fix}")
+        check_row(text, label, where, fix)
         texts.append(text)
         labels.append(label.lower())
     return texts, labels
@@ -170,6 +201,8 @@ def parse_label_names(data: bytes, path: Path, dataset: str | None = None) -> di
         key, name = fields[0].lower(), fields[1]
         if not key.strip() or not name.strip():
             raise DataError(f"{path} line {line}: empty label or name; {fix}")
+        for value in (key, name):  # names go into prompts and tables: one clean line each
+            check_row("", value, f"{path} line {line}", fix)
         if key in names:
             raise DataError(f"{path} line {line}: label {key!r} is listed twice; {fix}")
         names[key] = name

@@ -1,7 +1,17 @@
 """Where the data lives, and downloading it from its public sources.
 
-The data root is ``--data-dir``, else ``GCDBENCH_DATA``, else ``<cache>/data``. Only the
-cache is downloaded into unasked: a folder the user chose is read as it is.
+Where a dataset's files are read from (:func:`locate_dataset`), first match wins:
+
+1. the definition's own folder (``DatasetDefinition.local_dir``), when it holds every
+   required file: data a plugin ships with itself is read in place;
+2. ``<data root>/<name>``, the data root being ``--data-dir``, else ``GCDBENCH_DATA``: a
+   folder the user chose is read as it is, never downloaded into. A root without a
+   ``<name>`` folder does not hide the dataset (next step); a ``<name>`` folder that lacks
+   files is an error, so a half-copied folder is never silently passed over;
+3. ``<cache>/data/<name>``, downloading the missing files into it first.
+
+``gcdbench data download`` writes into the cache too unless told ``--to DIR``: a shared
+``GCDBENCH_DATA`` folder is never written to behind the user's back.
 
 Downloads go to a temporary file beside the target, are checked against the published
 sha256, and only then renamed into place, so an interrupted or corrupted download never
@@ -55,6 +65,11 @@ ProgressCallback = Callable[[DownloadEvent], None]
 
 def resolve_data_root(cli_value: str | Path | None) -> tuple[Path, str]:
     """The data root and its origin: ``"--data-dir"``, ``"GCDBENCH_DATA"`` or ``"cache"``."""
+    return user_data_root(cli_value) or (cache_data_root(), "cache")
+
+
+def user_data_root(cli_value: str | Path | None) -> tuple[Path, str] | None:
+    """``--data-dir``, else ``GCDBENCH_DATA``, with its origin; None when neither is set."""
     for origin, value in (("--data-dir", cli_value), (DATA_ENV, os.environ.get(DATA_ENV))):
         if value is None or str(value) == "":
             continue
@@ -65,12 +80,107 @@ def resolve_data_root(cli_value: str | Path | None) -> tuple[Path, str]:
                 f"<dataset>/..., or leave {origin} unset to use the download cache"
             )
         return path, origin
-    return cache_dir() / "data", "cache"
+    return None
+
+
+def cache_data_root() -> Path:
+    """Where datasets are downloaded to: ``<cache>/data``."""
+    return cache_dir() / "data"
 
 
 def missing_files(defn: DatasetDefinition, folder: Path) -> list[str]:
     """Names of the required files of ``defn`` that ``folder`` lacks."""
     return [f.name for f in defn.files if f.required and not (folder / f.name).is_file()]
+
+
+def own_folder(defn: DatasetDefinition) -> Path | None:
+    """The folder the definition declares for its files (``local_dir``), if any."""
+    if defn.local_dir is None or str(defn.local_dir) == "":
+        return None
+    folder = Path(defn.local_dir).expanduser()
+    if not folder.is_absolute():
+        # Relative to what? The current folder changes between runs; the plugin does not.
+        raise DataError(
+            f"dataset {defn.name!r} declares local_dir={str(defn.local_dir)!r}, which is not "
+            "an absolute path; build it in the plugin from Path(__file__).parent"
+        )
+    return folder
+
+
+def _complete(defn: DatasetDefinition, folder: Path) -> bool:
+    return folder.is_dir() and not missing_files(defn, folder)
+
+
+def locate_dataset(
+    definition: DatasetDefinition,
+    data_dir: str | Path | None,
+    *,
+    download: bool = True,
+    mirror: str | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> tuple[Path, str]:
+    """The folder holding ``definition``'s files, and where it is: ``"plugin"``,
+    ``"--data-dir"``, ``"GCDBENCH_DATA"`` or ``"cache"`` (see the module docstring).
+
+    ``data_dir`` is the ``--data-dir`` value (``GCDBENCH_DATA`` is read here). Missing files
+    are downloaded into the cache only when ``download``.
+    """
+    return _locate(
+        definition,
+        user_data_root(data_dir),
+        cache_data_root(),
+        download=download,
+        mirror=mirror,
+        on_progress=on_progress,
+    )
+
+
+def _locate(
+    defn: DatasetDefinition,
+    user: tuple[Path, str] | None,
+    cache: Path,
+    *,
+    download: bool,
+    mirror: str | None,
+    on_progress: ProgressCallback | None,
+) -> tuple[Path, str]:
+    own = own_folder(defn)
+    if own is not None and _complete(defn, own):
+        return own, "plugin"
+    looked = [f"{own} (the plugin's folder)"] if own is not None else []
+    if user is not None:
+        root, origin = user
+        folder = root / defn.name
+        if folder.is_dir():
+            missing = missing_files(defn, folder)
+            if missing:
+                raise DataError(
+                    f"{folder} lacks {', '.join(missing)} ({origin} {root}); add the missing "
+                    f"files, or remove the {defn.name} folder there to use the download cache"
+                )
+            return folder, origin
+        looked.append(f"{folder} ({origin})")
+    folder = cache / defn.name
+    missing = missing_files(defn, folder)
+    if folder.is_dir() and not missing:
+        return folder, "cache"
+    looked.append(f"{folder} (cache)")
+    where = "; looked in " + ", ".join(looked)
+    if not download:
+        raise DataError(
+            f"{defn.name!r} is not here{where}; run `gcdbench data download {defn.name}`"
+        )
+    if mirror is None:
+        mirror = os.environ.get(MIRROR_ENV) or None
+    unreachable = [f.name for f in defn.files if f.name in missing and not f.url and not mirror]
+    if unreachable:
+        raise DataError(
+            f"{defn.name!r} lacks {', '.join(unreachable)}, which has no download URL{where}; "
+            f"put the files in <data dir>/{defn.name} and pass --data-dir, or fix the "
+            "plugin's local_dir"
+        )
+    download_dataset(defn, cache, mirror=mirror, on_progress=on_progress)
+    return folder, "cache"
 
 
 def ensure_dataset(
@@ -82,24 +192,13 @@ def ensure_dataset(
     mirror: str | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> Path:
-    """``root/defn.name``, downloading its missing files first when ``root`` is the cache."""
-    folder = Path(root) / defn.name
-    missing = missing_files(defn, folder)
-    if not missing:
-        return folder
-    listed = ", ".join(missing)
-    if origin != "cache":
-        raise DataError(
-            f"{folder} lacks {listed} ({origin} {root}); point {origin} at a folder "
-            f"containing {defn.name}/{missing[0]}, or leave it unset and run "
-            f"`gcdbench data download {defn.name}` to use the cache"
-        )
-    if not download:
-        raise DataError(
-            f"{defn.name!r} is not downloaded ({folder} lacks {listed}); run "
-            f"`gcdbench data download {defn.name}`"
-        )
-    download_dataset(defn, root, mirror=mirror, on_progress=on_progress)
+    """The folder of ``defn`` given a root from :func:`resolve_data_root` (kept for callers
+    written before :func:`locate_dataset`, which also says where the folder is)."""
+    user = None if origin == "cache" else (Path(root), origin)
+    cache = Path(root) if origin == "cache" else cache_data_root()
+    folder, _ = _locate(
+        defn, user, cache, download=download, mirror=mirror, on_progress=on_progress
+    )
     return folder
 
 
@@ -147,6 +246,13 @@ def download_dataset(
         if not force and target.is_file() and sha256_file(target) == file.sha256:
             report(DownloadEvent("skip", file.name, url))
             present.append(target)
+            continue
+        if not url:
+            if file.required:
+                raise DataError(
+                    f"{defn.name!r} has no download URL for {file.name} (its plugin ships the "
+                    "file itself); reinstall the plugin, or give the file a URL"
+                )
             continue
         try:
             _fetch(file, url, target, report, timeout=timeout, retries=retries, backoff=backoff)

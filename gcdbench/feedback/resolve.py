@@ -67,7 +67,15 @@ def parse_llm_spec(
         merged[BUDGET_KEY] = parsed_budget.canonical()
     name, sep, arg = head.partition(":")
     if not name:
-        raise GcdbenchError("--llm is empty; name a backend (llamacpp) or an oracle (oracle).")
+        raise GcdbenchError(
+            f"--llm {text!r} names nothing; pass a backend (llamacpp, openai:gpt-4o-mini) or an "
+            "oracle (oracle, noisy-oracle:0.8), or leave --llm out for the default (llamacpp)."
+        )
+    if sep and not arg.strip():
+        # "openai:" used to fall back to the default model silently; say so instead.
+        raise GcdbenchError(
+            f"--llm {text!r} ends with ':' but names nothing after it; {_fix(name)}."
+        )
     feedback_names = registry.names("feedback")
     if name in feedback_names:
         return LLMSpec(name, arg if sep else None, merged)
@@ -76,6 +84,17 @@ def parse_llm_spec(
         model = arg if sep and arg else getattr(registry.get("llm", name), "default_model", None)
         return LLMSpec(LLM_PROVIDER, f"{name}:{model}" if model else name, merged)
     raise UnknownNameError("LLM backend or feedback provider", name, [*feedback_names, *backends])
+
+
+def _fix(name: str) -> str:
+    """What to write instead of ``NAME:`` with nothing after the colon."""
+    if name == "noisy-oracle":
+        return "give the accuracy, e.g. --llm noisy-oracle:0.8"
+    if name in registry.names("llm"):
+        default = getattr(registry.get("llm", name), "default_model", None)
+        plain = f", or drop the colon for its default ({default})" if default else ""
+        return f"name a model, e.g. --llm {name}:MODEL{plain}"
+    return f"drop the colon: --llm {name}"
 
 
 def check_llm_spec(spec: LLMSpec) -> None:
@@ -88,8 +107,9 @@ def resolve_llm(
     options: Mapping[str, str] | None = None,
     budget: str | None = None,
 ) -> str:
-    """The canonical spec string for ``--llm`` (the default when None), validated."""
-    spec = parse_llm_spec(text or DEFAULT_LLM, options, budget)
+    """The canonical spec string for ``--llm`` (the default when None, never when empty),
+    validated."""
+    spec = parse_llm_spec(DEFAULT_LLM if text is None else text, options, budget)
     check_llm_spec(spec)
     return spec.canonical()
 

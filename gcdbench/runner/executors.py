@@ -32,7 +32,8 @@ class ProcessExecutor(Executor):
         # Fresh interpreters: forking a process whose torch/BLAS threads are running can
         # deadlock the children.
         context = multiprocessing.get_context("spawn")
-        workers = self.workers or os.cpu_count() or 1
+        # self.workers is None or >= 1 (checked by Executor.__init__).
+        workers = self.workers if self.workers is not None else os.cpu_count() or 1
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             futures = {pool.submit(job, spec): i for i, spec in enumerate(specs)}
             for future in as_completed(futures):

@@ -27,6 +27,7 @@ from gcdbench.api.method import Method, MethodOutput, params_dict
 from gcdbench.api.record import ResultRecord
 from gcdbench.api.spec import DEFAULT_ENCODER, RunSpec
 from gcdbench.api.task import GCDTask, Gold
+from gcdbench.data.checks import check_dataset, stop_on_errors
 from gcdbench.data.split import (
     build_task,
     check_known_classes,
@@ -34,7 +35,7 @@ from gcdbench.data.split import (
     make_split,
     save_split,
 )
-from gcdbench.data.store import DownloadEvent, ensure_dataset, resolve_data_root
+from gcdbench.data.store import DownloadEvent, locate_dataset
 from gcdbench.encoders import encoder_factory
 from gcdbench.engine import engine_fingerprint
 from gcdbench.errors import GcdbenchError
@@ -82,6 +83,8 @@ def resolve_spec(
     check_known_classes(definition.num_classes, known_ratio)
     method_cls.expand_ablations(list(ablations))
     params = method_cls.resolve_params(preset, dict(overrides or {}))
+    # Rules that depend on the dataset's number of classes (e.g. GLEAN's options <= K).
+    method_cls.cross_check(params, definition.num_classes)
     if "encoder" in method_cls.uses:
         encoder = encoder or DEFAULT_ENCODER
         encoder_factory(encoder)  # an unknown name fails here, not mid-run
@@ -124,24 +127,24 @@ def execute(spec: RunSpec, options: RunOptions, reporter: Reporter | None = None
         return now
 
     definition = registry.get("dataset", spec.dataset)
-    root, origin = resolve_data_root(options.data_dir)
-    reporter.message(f"loading {spec.dataset} from {root}")
-    folder = ensure_dataset(
-        definition, root, origin, download=options.download, on_progress=download_reporter(reporter)
+    folder, origin = locate_dataset(
+        definition,
+        options.data_dir,
+        download=options.download,
+        on_progress=download_reporter(reporter),
     )
+    reporter.message(f"loading {spec.dataset} from {folder} ({origin})")
     parts = definition.load(folder)
-    published = {f.name for f in definition.files}
-    for file in parts.files:
-        if file.name in published and not file.verified:
-            reporter.message(
-                f"warning: {folder / file.name} differs from the published file (sha256 "
-                f"{file.sha256[:12]}…); the record marks it unverified"
-            )
     t = lap("load", clock)
 
     split = make_split(
         parts, known_ratio=spec.known_ratio, labeled_ratio=spec.labeled_ratio, seed=spec.seed
     )
+    issues = check_dataset(parts, definition, split=split)
+    stop_on_errors(issues)
+    for issue in issues:
+        if issue.severity != "info":
+            reporter.message(f"{issue.severity}: {issue.message}")
     # The skip is decided on the identity, so changed data or code is never served a stale
     # record (the split hash covers the data files the rows come from).
     identity = run_identity(spec, split.hash, {f.name: f.sha256 for f in parts.files})
@@ -216,6 +219,7 @@ def execute(spec: RunSpec, options: RunOptions, reporter: Reporter | None = None
             "data_root_origin": origin,
             "files": [f.to_dict() for f in parts.files],
             "protocol": dict(parts.protocol),
+            "issues": [issue.to_dict() for issue in issues],
             "num_classes": len(parts.classes),
         },
         method={

@@ -19,55 +19,81 @@ import numpy as np
 import torch
 
 from gcdbench import registry
+from gcdbench.api.method import check_value, param
 from gcdbench.errors import GcdbenchError
+from gcdbench.training.backbone import POOLINGS
 from gcdbench.training.modes import PRECISIONS
 
 #: top-k neighbours GLEAN/Loop hard-code per dataset (glean-spec §3); ``k=0`` selects these.
 PAPER_TOPK: Mapping[str, int] = {"banking": 50, "clinc": 50, "stackoverflow": 500}
 DEFAULT_TOPK = 50
 VARIANTS = ("paper", "official")
+CLASSIFIERS = ("known", "all")
 MODES_HINT = "full, top-N (e.g. top-2) or head"
+#: N >= 1 here; the backbone's layer count is checked when it loads
+MODE_PATTERN = r"full|head|top-0*[1-9][0-9]*"
 
 
 @dataclass(frozen=True)
 class PretrainParams:
     """MTP pre-training (CE on labeled texts + MLM on the pool), shared by every method."""
 
-    mode: str = "top-2"  # full | top-N | head: how much of the backbone trains
-    precision: str = "bf16"  # fp32 | bf16 (autocast)
-    pooling: str = "mean"  # cls (the papers, BERT) | mean (how MiniLM was trained)
-    max_length: int = 64
-    pretrain_epochs: int = 6
-    pretrain_patience: int = 2
-    pretrain_lr: float = 5e-4
-    pretrain_batch_size: int = 48
-    pretrain_mlm: bool = True  # add the MLM term on pool batches
+    mode: str = param(
+        "top-2",
+        pattern=MODE_PATTERN,
+        allowed=MODES_HINT,
+        help="how much of the backbone trains: full, the top N layers, or only the head",
+    )
+    precision: str = param("bf16", choices=PRECISIONS, help="fp32, or bf16 autocast")
+    pooling: str = param(
+        "mean", choices=POOLINGS, help="cls (the papers, BERT) or mean (how MiniLM was trained)"
+    )
+    max_length: int = param(64, ge=2, help="tokens per text, [CLS] and [SEP] included")
+    pretrain_epochs: int = param(6, ge=0, help="MTP epochs (0 = no pre-training steps)")
+    pretrain_patience: int = param(
+        2, ge=0, help="stop after this many epochs without a better dev accuracy"
+    )
+    pretrain_lr: float = param(5e-4, gt=0, help="MTP learning rate (AdamW, linear warm-up/decay)")
+    pretrain_batch_size: int = param(
+        48, ge=1, help="labeled texts per MTP step (and per CE batch in the rounds)"
+    )
+    pretrain_mlm: bool = param(True, help="add the MLM term on pool batches")
     # L2-normalise features before every K-means/kNN (MiniLM was trained for cosine
     # similarity); the papers cluster raw [CLS] vectors (paper preset: off)
-    normalize: bool = True
+    normalize: bool = param(True, help="L2-normalise features before every K-means and kNN")
 
 
 @dataclass(frozen=True)
 class RoundParams(PretrainParams):
     """The round loop: re-cluster every ``update_per_epoch`` epochs, then NCL + CE."""
 
-    epochs: int = 6
-    batch_size: int = 48
-    lr: float = 3e-4
-    update_per_epoch: int = 2
-    k: int = 0  # 0 = the paper's per-dataset value (PAPER_TOPK), else DEFAULT_TOPK there
-    temperature: float = 0.07
-    feat_dim: int = 128
-    ce_weight: float = 1.0
-    ncl_weight: float = 1.0
-    max_steps_per_epoch: int = 100  # 0 = a full pass over the pool every epoch
+    epochs: int = param(6, ge=1, help="training epochs of the round loop")
+    batch_size: int = param(48, ge=1, help="pool texts per training step")
+    lr: float = param(3e-4, gt=0, help="learning rate of the round loop")
+    update_per_epoch: int = param(2, ge=1, help="re-cluster (start a round) every N epochs")
+    k: int = param(
+        0, ge=0, help="kNN neighbours; 0 = the paper's per-dataset value (50, stackoverflow 500)"
+    )
+    temperature: float = param(0.07, gt=0, help="contrastive-loss temperature")
+    feat_dim: int = param(128, ge=1, help="projection-head output size")
+    ce_weight: float = param(1.0, ge=0, help="weight of the CE term on labeled texts")
+    ncl_weight: float = param(1.0, ge=0, help="weight of the neighbourhood-contrastive term")
+    max_steps_per_epoch: int = param(
+        100, ge=0, help="cap on steps per epoch; 0 = a full pass over the pool"
+    )
     # paper = the method as published; official = the released code's departures (Student-t
     # exponent, entropy of softmax(p), inner-product kNN on raw features, and for GLEAN the
     # alignment loss without the positive in its denominator); `--variant` sets it
-    variant: str = "paper"
+    variant: str = param(
+        "paper", choices=VARIANTS, help="follow the paper, or the released code's departures"
+    )
     # classifier outputs: "known" (Loop, n_known logits) or "all" (GLEAN, K logits)
-    classifier: str = "known"
-    round_kmeans_n_init: int = 10  # K-means restarts when a round re-clusters the pool
+    classifier: str = param(
+        "known", choices=CLASSIFIERS, help="classifier outputs: known classes or all K"
+    )
+    round_kmeans_n_init: int = param(
+        10, ge=1, help="K-means restarts when a round re-clusters the pool"
+    )
 
 
 _SMOKE = {
@@ -133,29 +159,10 @@ def presets_for(
 
 
 def check_params(params: PretrainParams, method: str) -> None:
-    """One clear line for a value no training code can use."""
-    mode = params.mode
-    if not (mode in {"full", "head"} or (mode.startswith("top-") and mode[4:].isdigit())):
-        raise GcdbenchError(f"method {method!r}: unknown mode {mode!r}; use {MODES_HINT}.")
-    if isinstance(params, RoundParams):
-        if params.variant not in VARIANTS:
-            raise GcdbenchError(
-                f"method {method!r}: unknown variant {params.variant!r}; use paper or official."
-            )
-        if params.classifier not in ("known", "all"):
-            raise GcdbenchError(
-                f"method {method!r}: unknown classifier {params.classifier!r}; use known or all."
-            )
-    if params.precision not in PRECISIONS:
-        raise GcdbenchError(
-            f"method {method!r}: unknown precision {params.precision!r}; use fp32 or bf16."
-        )
-    positive = ["max_length", "pretrain_batch_size"]
-    if isinstance(params, RoundParams):
-        positive += ["batch_size", "epochs", "update_per_epoch", "feat_dim", "round_kmeans_n_init"]
-    for name in positive:
-        if getattr(params, name) < 1:
-            raise GcdbenchError(f"method {method!r}: {name} must be at least 1; pass -p {name}=N.")
+    """One clear line for a value no training code can use: the schema :func:`param`
+    declares, checked again for callers that build ``Params`` without ``resolve_params``."""
+    for fld in dataclasses.fields(params):
+        check_value(fld, getattr(params, fld.name), method, "--param")
 
 
 def resolve_topk(k: int, dataset: str, pool_size: int) -> int:

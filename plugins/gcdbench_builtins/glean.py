@@ -25,7 +25,7 @@ import numpy as np
 from gcdbench import hookimpl, registry
 from gcdbench.api import GCDTask, Method, MethodOutput
 from gcdbench.api.feedback_log import CATEGORY, INSTANCE, DescriptionLog
-from gcdbench.api.method import ClusterInfo, Component
+from gcdbench.api.method import ClusterInfo, Component, param
 from gcdbench.api.miner import ClusterState
 from gcdbench.errors import GcdbenchError
 from gcdbench.runner.context import RunContext
@@ -41,7 +41,9 @@ from gcdbench.training.candidates import (
 from gcdbench.training.mining import nearest_to_centers
 from gcdbench.training.pipeline import train_and_cluster
 from gcdbench.training.presets import (
+    CLASSIFIERS,
     RoundParams,
+    check_params,
     l2_normalise,
     presets_for,
 )
@@ -64,22 +66,41 @@ class GleanParams(RoundParams):
     three quarters of them on the last two options. The paper preset restores v = 500,
     ratio 0.5, one order and five rounds."""
 
-    classifier: str = "all"  # GLEAN's classifier has K outputs (§2)
-    update_per_epoch: int = 3
-    query_samples: int = 30  # v: anchors asked about per round (paper: 500)
-    sampling: str = "entropy"  # the miner picking them ("entropy" = the official "highest")
-    options: int = 5  # similar-instance candidates, one per top cluster
-    category_ratio: float = 0.1  # offer the top ⌊ratio·K⌋ cluster descriptions (paper: 0.5)
-    align_weight: float = 0.1  # λ
-    representatives: int = 10  # texts per cluster in the characterisation question
-    demos_per_class: int = 5  # known-class dev examples in the instance question
-    category_demos_per_class: int = 2  # ... and in the category question
-    filter_threshold: float = 0.8  # answers below this confidence are not used
-    order_consistency: int = 2  # ask choices in this many option orders; keep agreeing ones
+    classifier: str = param(
+        "all", choices=CLASSIFIERS, help="classifier outputs: all K (GLEAN, §2) or known classes"
+    )
+    update_per_epoch: int = param(3, ge=1, help="re-cluster (start a round) every N epochs")
+    query_samples: int = param(
+        30, ge=0, help="v: anchors asked about per round (paper: 500; 0 = ask nothing)"
+    )
+    # "entropy" = the official code's "highest"
+    sampling: str = param("entropy", registered="miner", help="the miner picking the anchors")
+    options: int = param(
+        5, ge=1, help="similar-instance candidates, one per top cluster (at most K)"
+    )
+    category_ratio: float = param(
+        0.1, gt=0, le=1, help="offer the top floor(ratio*K) cluster descriptions (paper: 0.5)"
+    )
+    align_weight: float = param(0.1, ge=0, help="λ, weight of the alignment loss")
+    representatives: int = param(
+        10, ge=1, help="texts per cluster in the characterisation question"
+    )
+    demos_per_class: int = param(5, ge=0, help="known-class dev examples in the instance question")
+    category_demos_per_class: int = param(
+        2, ge=0, help="known-class dev examples in the category question"
+    )
+    filter_threshold: float = param(
+        0.8, ge=0, le=1, help="answers below this confidence are not used"
+    )
+    order_consistency: int = param(
+        2, ge=1, help="ask choices in this many option orders; keep agreeing ones (1 = once)"
+    )
     # The official code's category demonstrations: gold-labelled dev texts of the NOVEL
     # classes. Leaks labels; off unless asked for, and the record says so.
-    leaky_category_demos: bool = False
-    name_clusters: bool = True  # name and describe the final test clusters
+    leaky_category_demos: bool = param(
+        False, help="novel-class gold examples as category demos (leaks labels; recorded)"
+    )
+    name_clusters: bool = param(True, help="name and describe the final test clusters")
 
 
 _GLEAN_PAPER = {
@@ -120,6 +141,14 @@ class Glean(Method):
     Params = GleanParams
     presets = presets_for(GleanParams, paper=_GLEAN_PAPER, smoke=_GLEAN_SMOKE)
 
+    @classmethod
+    def cross_check(cls, params: GleanParams, num_classes: int | None = None) -> None:
+        if num_classes is not None and params.options > num_classes:
+            raise GcdbenchError(
+                f"glean: options = {params.options} must be within 1..K = {num_classes} "
+                f"(one candidate per cluster); pass -p options={min(5, num_classes)}."
+            )
+
     def run(self, task: GCDTask, ctx: RunContext) -> MethodOutput:
         params: GleanParams = self.params
         _check(params, task)
@@ -150,17 +179,9 @@ class Glean(Method):
 
 
 def _check(params: GleanParams, task: GCDTask) -> None:
-    if params.query_samples < 0:
-        raise GcdbenchError("glean: query_samples must be >= 0; pass -p query_samples=500.")
-    if not 1 <= params.options <= task.num_classes:
-        raise GcdbenchError(
-            f"glean: options = {params.options} must be within 1..K = {task.num_classes}."
-        )
-    if params.order_consistency < 1:
-        raise GcdbenchError("glean: order_consistency must be >= 1 (1 = ask once).")
-    if not 0.0 <= params.filter_threshold <= 1.0:
-        raise GcdbenchError("glean: filter_threshold is a probability; pass e.g. 0.8.")
-    registry.get("miner", params.sampling)  # an unknown miner fails before any training
+    """The schema again (a caller may build GleanParams by hand), then the K-bound rules."""
+    check_params(params, Glean.name)
+    Glean.cross_check(params, task.num_classes)
 
 
 class GleanRounds:

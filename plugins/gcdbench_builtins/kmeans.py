@@ -12,14 +12,17 @@ from sklearn.cluster import KMeans as SkKMeans
 
 from gcdbench import hookimpl
 from gcdbench.api import GCDTask, Method, MethodOutput
+from gcdbench.api.method import param
 from gcdbench.runner.context import RunContext
 
 
 @dataclass(frozen=True)
 class KMeansParams:
-    n_init: int = 10  # pinned: scikit-learn >= 1.4 changed the default
-    max_iter: int = 300
-    normalize: bool = False  # L2-normalise features first (the default encoder already does)
+    # pinned: scikit-learn >= 1.4 changed the default
+    n_init: int = param(10, ge=1, help="K-means restarts; the best inertia wins")
+    max_iter: int = param(300, ge=1, help="iterations per restart")
+    # the default encoder already normalises
+    normalize: bool = param(False, help="L2-normalise features before K-means")
 
 
 class KMeans(Method):

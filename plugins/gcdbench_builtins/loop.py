@@ -24,7 +24,7 @@ from scipy.optimize import linear_sum_assignment
 from gcdbench import hookimpl, registry
 from gcdbench.api import GCDTask, Method, MethodOutput
 from gcdbench.api.feedback_log import INSTANCE
-from gcdbench.api.method import ClusterInfo, Component
+from gcdbench.api.method import ClusterInfo, Component, param
 from gcdbench.api.miner import ClusterState
 from gcdbench.errors import GcdbenchError
 from gcdbench.runner.context import RunContext
@@ -38,6 +38,7 @@ from gcdbench.training.mining import nearest_to_centers, squared_distances
 from gcdbench.training.pipeline import TrainingSetup, test_features, train_and_cluster
 from gcdbench.training.presets import (
     RoundParams,
+    check_params,
     l2_normalise,
     presets_for,
 )
@@ -47,11 +48,17 @@ from gcdbench.training.rounds import RoundPlan
 
 @dataclass(frozen=True)
 class LoopParams(RoundParams):
-    ce_weight: float = 0.5  # Loop's code weighs CE by 0.5 (§6.2)
-    query_samples: int = 500  # m: the top-m by each criterion; LIS keeps their intersection
-    sampling: str = "local-inconsistency"
-    options: int = 2  # |q|
-    naming_texts: int = 3  # texts per novel cluster in the naming question
+    # Loop's code weighs CE by 0.5 (§6.2)
+    ce_weight: float = param(0.5, ge=0, help="weight of the CE term on labeled texts")
+    # LIS keeps the intersection of the top-m by each criterion
+    query_samples: int = param(
+        500, ge=0, help="m: top-m by local inconsistency and by entropy (0 = ask nothing)"
+    )
+    sampling: str = param(
+        "local-inconsistency", registered="miner", help="the miner picking the anchors"
+    )
+    options: int = param(2, ge=2, help="|q|: candidate neighbours per question (official: 2)")
+    naming_texts: int = param(3, ge=1, help="texts per novel cluster in the naming question")
 
 
 _LOOP_PAPER = {"feat_dim": 128, "epochs": 50, "batch_size": 128, "ce_weight": 0.5}
@@ -76,16 +83,20 @@ class Loop(Method):
     Params = LoopParams
     presets = presets_for(LoopParams, paper=_LOOP_PAPER, smoke=_LOOP_SMOKE)
 
+    @classmethod
+    def cross_check(cls, params: LoopParams, num_classes: int | None = None) -> None:
+        if params.variant == "official" and params.options != 2:
+            raise GcdbenchError(
+                f"loop: options = {params.options}; the official Loop code asks between 2 "
+                "only; pass -p options=2 or --variant paper."
+            )
+
     def run(self, task: GCDTask, ctx: RunContext) -> MethodOutput:
         params: LoopParams = self.params
-        if params.query_samples < 0:
-            raise GcdbenchError("loop: query_samples must be >= 0; pass -p query_samples=500.")
-        registry.get("miner", params.sampling)
+        # The schema again (a caller may build LoopParams by hand), then the joint rule.
+        check_params(params, self.name)
+        self.cross_check(params, task.num_classes)
         rounds = LoopRounds(task, ctx, params)
-        if params.options < 2 or (params.variant == "official" and params.options != 2):
-            raise GcdbenchError(
-                f"loop: options = {params.options}; Loop asks between 2 or more (official: 2)."
-            )
         trained = train_and_cluster(
             task,
             ctx,

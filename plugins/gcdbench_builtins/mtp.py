@@ -26,13 +26,17 @@ class MTP(Method):
     Params = PretrainParams
     presets = presets_for(PretrainParams)
 
-    def run(self, task: GCDTask, ctx: RunContext) -> MethodOutput:
-        params: PretrainParams = self.params
+    @classmethod
+    def cross_check(cls, params: PretrainParams, num_classes: int | None = None) -> None:
         if params.mode == "head":
             raise GcdbenchError(
                 "method 'mtp' with mode=head trains nothing (the backbone is frozen and the "
                 "classifier is discarded); pass -p mode=top-2 or -p mode=full."
             )
+
+    def run(self, task: GCDTask, ctx: RunContext) -> MethodOutput:
+        params: PretrainParams = self.params
+        self.cross_check(params, task.num_classes)  # for callers that skip resolve_params
         with isolated_torch_rng(ctx.rng("torch")):
             setup = prepare_training(task, ctx, params, self.name)
             with ctx.timed("encode_test"):
