@@ -6,11 +6,25 @@ import random
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+from click.testing import CliRunner
 
 from gcdbench.api import ResultRecord, RunSpec
-from gcdbench.report.leaderboard import aggregate, render_markdown, write_leaderboard
+from gcdbench.cli import cli
+from gcdbench.report.leaderboard import (
+    APART_HEADING,
+    LEAKS,
+    SIMULATED,
+    STALE,
+    aggregate,
+    dropped_results,
+    leaderboard_markdown,
+    render_markdown,
+    write_leaderboard,
+)
 from gcdbench.report.references import load_references
+from gcdbench.runner.store import ResultsStore
 from gcdbench.util import files
 
 # (method, dataset) -> per-seed values for seeds 0, 1, 2. alpha wins ACC and NMI on
@@ -317,3 +331,161 @@ def test_a_method_without_an_encoder_gets_no_encoder_qualifier() -> None:
     metrics = {"acc": 1.0, "ari": 1.0, "nmi": 1.0}
     df = aggregate([record("llm-only", "banking", 0, metrics, encoder=None)])
     assert list(df["row"]) == ["llm-only"]
+
+
+# -- simulated feedback and leaked labels are ranked apart ----------------------------------
+
+
+def _apart_records() -> list[ResultRecord]:
+    real = {"acc": 60.0, "ari": 40.0, "nmi": 80.0}
+    return [
+        record("kmeans", "banking", 0, real),
+        record("glean", "banking", 0, {"acc": 55.0, "ari": 45.0, "nmi": 79.0}, llm="llamacpp"),
+        record("glean", "banking", 0, {"acc": 90.0, "ari": 80.0, "nmi": 95.0}, llm="oracle"),
+        record(
+            "glean", "banking", 0, {"acc": 85.0, "ari": 75.0, "nmi": 93.0}, llm="noisy-oracle:0.8"
+        ),
+    ]
+
+
+def _split_tables(text: str) -> tuple[str, str]:
+    main, _, apart = text.partition(APART_HEADING)
+    return main, apart
+
+
+def test_simulated_feedback_is_marked_and_never_best_among_real_runs() -> None:
+    text = render_markdown(aggregate(_apart_records()), references=[])
+    main, apart = _split_tables(text)
+    assert apart, "simulated rows get a table of their own"
+    assert "oracle" not in main.split("## Known-class ratio")[1]
+    assert cell(main, "kmeans", "banking ACC") == "**60.00**"
+    assert cell(main, "glean [llm=llamacpp]", "banking ACC") == "<u>55.00</u>"
+    rows = table_rows(apart)
+    oracle = f"glean [llm=oracle, {SIMULATED}]"
+    noisy = f"glean [llm=noisy-oracle:0.8, {SIMULATED}]"
+    assert set(rows) == {oracle, noisy}
+    # Ranked among themselves only.
+    assert rows[oracle][0] == "**90.00**" and rows[noisy][0] == "<u>85.00</u>"
+
+
+def test_a_provider_that_says_it_is_simulated_is_apart() -> None:
+    simulated = record("glean", "banking", 0, {"acc": 99.0, "ari": 1.0, "nmi": 1.0}, llm="sim")
+    simulated.feedback = {"provider": "sim", "simulated": True}
+    others = [
+        record(m, "banking", 0, {"acc": 50.0 + i, "ari": 1.0, "nmi": 1.0})
+        for i, m in enumerate(("a", "b"))
+    ]
+    df = aggregate([simulated, *others])
+    assert df.set_index("row")["apart"].to_dict() == {
+        f"glean [llm=sim, {SIMULATED}]": True,
+        "a": False,
+        "b": False,
+    }
+    main, _ = _split_tables(render_markdown(df, references=[]))
+    assert cell(main, "b", "banking ACC") == "**51.00**"
+
+
+def test_leaking_runs_are_ranked_apart() -> None:
+    metrics = {"acc": 99.0, "ari": 99.0, "nmi": 99.0}
+    leaky = record("glean", "banking", 0, metrics, params={"leaky_category_demos": True})
+    leaky.provenance["leaks_labels"] = ["glean leaky_category_demos"]
+    text = render_markdown(aggregate([leaky, *grid()]), references=[])
+    main, apart = _split_tables(text)
+    assert LEAKS not in main and f"glean [{LEAKS}]" in table_rows(apart)
+    assert cell(main, "alpha", "banking ACC").startswith("**")
+
+
+# -- writing: stdout by default, never dropping results silently -----------------------------
+
+
+def _store(root: Path, records: list[ResultRecord]) -> Path:
+    store = ResultsStore(root)
+    for r in records:
+        store.write(r, pd.DataFrame({"test_row": []}))
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _current(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The synthetic records have no run identity and name methods nobody installed, so
+    they would all be stale; here they count as current unless a test says otherwise."""
+    monkeypatch.setattr("gcdbench.cli.leaderboard.stale_reasons", lambda record: [])
+
+
+def _leaderboard(*args: str):
+    return CliRunner().invoke(cli, ["leaderboard", *args], catch_exceptions=False)
+
+
+def test_stale_runs_are_left_out_or_marked_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    results = _store(tmp_path / "results", grid())
+    monkeypatch.setattr(
+        "gcdbench.cli.leaderboard.stale_reasons",
+        lambda record: ["engine version 1 (installed: 2)"] if record.spec.method == "beta" else [],
+    )
+    default = _leaderboard("--results-dir", str(results), "--no-references")
+    assert default.exit_code == 0 and "left out 6 stale run(s)" in default.stderr
+    assert "| beta" not in default.stdout and "| alpha" in default.stdout
+    shown = _leaderboard("--results-dir", str(results), "--no-references", "--include-stale")
+    assert shown.exit_code == 0
+    beta_rows = [line for line in shown.stdout.splitlines() if line.startswith("| beta")]
+    assert beta_rows and all(f"[{STALE}]" in line for line in beta_rows)
+    # Ranked apart: no stale row is bold, whatever its numbers.
+    assert all("**" not in line for line in beta_rows)
+
+
+def test_default_prints_and_leaves_files_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    results = _store(tmp_path / "results", grid())
+    committed = tmp_path / "leaderboards" / "README.md"
+    committed.parent.mkdir()
+    committed.write_text("# committed\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    result = _leaderboard("--results-dir", str(results), "--no-references")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == leaderboard_markdown(grid(), [])
+    assert committed.read_text(encoding="utf-8") == "# committed\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["leaderboards", "results"]
+
+
+def test_out_refuses_to_drop_results_unless_replace(tmp_path: Path) -> None:
+    board = tmp_path / "board.md"
+    everything = _store(tmp_path / "all", grid())
+    assert _leaderboard("--results-dir", str(everything), "--out", str(board)).exit_code == 0
+    before = board.read_text(encoding="utf-8")
+    # A store with alpha's runs only: beta's banking and clinc results would go.
+    alpha_only = _store(tmp_path / "alpha", [r for r in grid() if r.spec.method == "alpha"])
+    refused = _leaderboard("--results-dir", str(alpha_only), "--out", str(board))
+    assert refused.exit_code == 2
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "2 results in 1 row" in lines[0] and "--replace" in lines[0]
+    assert board.read_text(encoding="utf-8") == before
+    # Regenerating from a store with everything is fine; --replace drops on purpose.
+    assert _leaderboard("--results-dir", str(everything), "--out", str(board)).exit_code == 0
+    replaced = _leaderboard("--results-dir", str(alpha_only), "--out", str(board), "--replace")
+    assert replaced.exit_code == 0
+    assert "| beta |" not in board.read_text(encoding="utf-8")
+
+
+def test_out_refuses_a_file_that_is_not_a_leaderboard(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# my project\n", encoding="utf-8")
+    results = _store(tmp_path / "results", grid())
+    refused = _leaderboard("--results-dir", str(results), "--out", str(readme))
+    assert refused.exit_code == 2 and "not a gcdbench leaderboard" in refused.stderr
+    assert readme.read_text(encoding="utf-8") == "# my project\n"
+
+
+def test_dropped_results_ignore_reported_rows() -> None:
+    old = render_markdown(aggregate(grid()), references=[GLEAN_REF])
+    new = render_markdown(aggregate(grid()[:3]), references=[])  # alpha on banking only
+    dropped = dropped_results(old, new)
+    assert {(row, dataset) for _, row, dataset in dropped} == {
+        ("alpha", "clinc"),
+        ("beta", "banking"),
+        ("beta", "clinc"),
+    }
+    assert dropped_results(old, old) == []

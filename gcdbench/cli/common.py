@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from gcdbench.errors import GcdbenchError
-from gcdbench.runner.context import Reporter
 
 console = Console()
 err_console = Console(stderr=True, log_path=False)
@@ -133,20 +128,3 @@ def require_text(value: str | None, flag: str, fix: str) -> None:
     """An option given as an empty string is a mistake, not a request for the default."""
     if value is not None and not value.strip():
         raise GcdbenchError(f"{flag} is empty; {fix}.")
-
-
-class RichReporter(Reporter):
-    def message(self, text: str) -> None:
-        err_console.log(text)
-
-    @contextmanager
-    def task(self, description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-        )
-        with Progress(*columns, console=err_console, transient=True) as progress:
-            task_id = progress.add_task(description, total=total)
-            yield lambda advance: progress.advance(task_id, advance)

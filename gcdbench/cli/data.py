@@ -9,7 +9,8 @@ import click
 from rich.table import Table
 
 from gcdbench import registry
-from gcdbench.cli.common import RichReporter, console, data_dir_option
+from gcdbench.cli.common import console, data_dir_option
+from gcdbench.cli.progress import make_reporter
 from gcdbench.data.checks import check_dataset, stop_on_errors, summary
 from gcdbench.data.split import check_known_classes, check_ratio, make_split
 from gcdbench.data.store import (
@@ -93,7 +94,7 @@ def download(
     target = to or data_dir
     root = Path(target).expanduser() if target else cache_data_root()
     root.mkdir(parents=True, exist_ok=True)
-    reporter = RichReporter()
+    reporter = make_reporter()
     for definition in definitions:
         own = own_folder(definition)
         if own is not None and not target and not missing_files(definition, own):
@@ -153,7 +154,7 @@ def check(
         definition,
         data_dir,
         download=not no_download,
-        on_progress=download_reporter(RichReporter()),
+        on_progress=download_reporter(make_reporter()),
     )
     parts = definition.load(folder)
     split = None

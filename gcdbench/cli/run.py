@@ -15,7 +15,6 @@ from gcdbench import paths, registry
 from gcdbench.api.executor import Outcome, check_workers
 from gcdbench.api.record import METRIC_KEYS, ResultRecord
 from gcdbench.cli.common import (
-    RichReporter,
     console,
     count_ints,
     data_dir_option,
@@ -28,6 +27,8 @@ from gcdbench.cli.common import (
     require_text,
     results_dir_option,
 )
+from gcdbench.cli.progress import make_reporter
+from gcdbench.cli.show import print_clusters
 from gcdbench.data.store import user_data_root
 from gcdbench.errors import GcdbenchError
 from gcdbench.feedback.resolve import option_pairs
@@ -129,6 +130,7 @@ DEFAULT_MAX_RUNS = 1000
 @data_dir_option
 @results_dir_option
 @click.option("--force", is_flag=True, help="Re-run specs that already have a record.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress display; results still print.")
 @click.option("--no-download", is_flag=True, help="Never download data; fail if it is missing.")
 @click.option("--executor", default="local", show_default=True, help="How to run the plan.")
 @click.option("--workers", type=int, default=None, help="Workers for parallel executors (>= 1).")
@@ -162,6 +164,7 @@ def run(
     executor: str,
     workers: int | None,
     max_runs: int,
+    quiet: bool,
 ) -> None:
     """Run METHOD and print ACC/ARI/NMI; one record per (dataset, known ratio, seed).
 
@@ -223,7 +226,7 @@ def run(
 
     if len(specs) == 1 and executor == "local":
         # A single run raises its user errors straight to the one-line handler.
-        outcomes = [execute(specs[0], options, RichReporter())]
+        outcomes = [execute(specs[0], options, make_reporter(quiet))]
     else:
         pool = executor_cls(workers=workers, on_outcome=_print_outcome)
         outcomes = pool.map(partial(run_job, options=options), specs)
@@ -319,6 +322,7 @@ def _print_single(outcome: Outcome) -> None:
             table.add_column(_HEADERS[key], justify="right", no_wrap=True)
         table.add_row(*(f"{record.metrics[k]:.2f}" for k in METRIC_KEYS))
         console.print(table)
+        print_clusters(outcome.record_path)
     if outcome.status == "skipped":
         console.print("[dim]already in the results store; --force re-runs it.[/dim]")
     elif outcome.record_path:

@@ -9,8 +9,8 @@ why in ``Answer.status``; the run's record counts each status per kind.
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from gcdbench.api.feedback import (
@@ -29,8 +29,9 @@ from gcdbench.feedback import kinds
 from gcdbench.feedback.accounting import Budget, FeedbackStats
 from gcdbench.feedback.asking import Ask, LLMOptions, build_asks, confidence_threshold, decode
 from gcdbench.feedback.ledger import Entry, Ledger, ledger_key
-from gcdbench.llm.api import Backend, ChatResult
+from gcdbench.llm.api import Backend, ChatRequest, ChatResult
 from gcdbench.llm.pricing import cost
+from gcdbench.runner.context import report_answers
 
 _SECRET_WORDS = ("key", "token", "secret", "password")
 _DOLLAR_SLICE = 16  # requests per backend call while a dollar budget is being watched
@@ -90,7 +91,8 @@ class LLMFeedbackProvider(FeedbackProvider):
         missing = list(dict.fromkeys(k for k in keys if k not in stored))
         if missing and self.offline:
             self._offline_miss(asks, keys, stored, len(queries))
-        fresh, refused = self._ask_backend(asks, keys, missing)
+        arrivals = _Arrivals(asks, keys, stored)
+        fresh, refused = self._ask_backend(asks, keys, missing, arrivals)
 
         per_query: dict[int, list[tuple[Ask, str, Any]]] = {}
         seen_hit: set[str] = set()
@@ -124,7 +126,7 @@ class LLMFeedbackProvider(FeedbackProvider):
         return answers
 
     def _ask_backend(
-        self, asks: list[Ask], keys: list[str], missing: list[str]
+        self, asks: list[Ask], keys: list[str], missing: list[str], arrivals: _Arrivals
     ) -> tuple[dict[str, ChatResult], set[str]]:
         first_ask = {}
         for ask, key in zip(asks, keys, strict=True):
@@ -145,7 +147,11 @@ class LLMFeedbackProvider(FeedbackProvider):
                 break
             if refused:
                 self.stats.budget_exhausted = True
-            results = self.backend.chat([first_ask[k].request for k in batch])
+            results = _chat(
+                self.backend,
+                [first_ask[k].request for k in batch],
+                lambda index, batch=batch: arrivals.arrived(batch[index]),
+            )
             self.stats.backend_batches += 1
             entries = []
             for key, result in zip(batch, results, strict=True):
@@ -273,6 +279,41 @@ class LLMFeedbackProvider(FeedbackProvider):
         self.backend.close()
         if self.ledger is not None:
             self.ledger.close()
+
+
+class _Arrivals:
+    """Progress only: which questions of a batch are answered as their prompts come back.
+    A question is done when its last prompt is in; one answered wholly from the ledger is
+    done, and a ledger hit, before anything is sent."""
+
+    def __init__(self, asks: Sequence[Ask], keys: Sequence[str], stored: Mapping[str, Entry]):
+        self.pending: dict[int, set[str]] = defaultdict(set)
+        for ask, key in zip(asks, keys, strict=True):
+            pending = self.pending[ask.query_index]  # every query gets an entry
+            if key not in stored:
+                pending.add(key)
+        self.waiting_on: dict[str, list[int]] = defaultdict(list)
+        for query, pending in self.pending.items():
+            for key in pending:
+                self.waiting_on[key].append(query)
+        cached = sum(not pending for pending in self.pending.values())
+        report_answers(cached, cached)
+
+    def arrived(self, key: str) -> None:
+        done = 0
+        for query in self.waiting_on.pop(key, ()):
+            pending = self.pending[query]
+            pending.discard(key)
+            done += not pending
+        report_answers(done)
+
+
+def _chat(
+    backend: Backend, requests: Sequence[ChatRequest], on_result: Callable[[int], None]
+) -> list[ChatResult]:
+    """``backend.chat(requests)``, calling ``on_result(i)`` as request i's result is in
+    (one by one where the backend can say so). Progress only: the results are the same."""
+    return list(backend.chat_reporting(requests, on_result))
 
 
 def _price(identity: Mapping[str, str], result: ChatResult) -> float | None:

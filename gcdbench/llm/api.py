@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +108,16 @@ class Backend(ABC):
     @abstractmethod
     def chat(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
         """Results in the order of ``requests``; one call per batch."""
+
+    def chat_reporting(
+        self, requests: Sequence[ChatRequest], on_result: Callable[[int], None]
+    ) -> list[ChatResult]:
+        """:meth:`chat`, calling ``on_result(i)`` once result ``i`` is in (progress only).
+        A backend that answers one request at a time overrides it to report each."""
+        results = self.chat(requests)
+        for index in range(len(results)):
+            on_result(index)
+        return results
 
     def describe(self) -> dict[str, Any]:
         """Provenance for the run record (never an API key)."""

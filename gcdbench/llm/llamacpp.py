@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from gcdbench.errors import GcdbenchError
@@ -114,6 +114,11 @@ class LlamaCppBackend(Backend):
         return self._llama
 
     def chat(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
+        return self.chat_reporting(requests, lambda index: None)
+
+    def chat_reporting(
+        self, requests: Sequence[ChatRequest], on_result: Callable[[int], None]
+    ) -> list[ChatResult]:
         wants_logprobs = any(r.option_labels for r in requests)
         if wants_logprobs and self.logprobs == "off":
             raise GcdbenchError(
@@ -125,6 +130,7 @@ class LlamaCppBackend(Backend):
         results: list[ChatResult | None] = [None] * len(requests)
         for index in order:
             results[index] = self._one(llama, requests[index])
+            on_result(index)
         return [r for r in results if r is not None]
 
     def _one(self, llama: Any, request: ChatRequest) -> ChatResult:

@@ -53,7 +53,7 @@ def prepare_training(
     diagnostics: dict[str, Any] = {"backbone": backbone.source}
     mode: TrainingMode | None = None
     if with_mtp:
-        with ctx.timed("pretrain"):
+        with ctx.timed("pretrain"), ctx.reporter.stage("pre-train"):
             outcome = pretrain(
                 task,
                 backbone,
@@ -161,7 +161,7 @@ def train_and_cluster(
                 align_weight=align_weight,
                 reporter=ctx.reporter,
             )
-        with ctx.timed("encode_test"):
+        with ctx.timed("encode_test"), ctx.reporter.stage("encode test"):
             features = test_features(setup, task.test.texts, result.head)
     with ctx.timed("kmeans"):
         assignments = cluster_test(features, task.num_classes, ctx.seed, normalize=params.normalize)

@@ -17,8 +17,10 @@ plan gives targets. The total is Σ weight · hook, the hooks coming from the lo
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,56 +105,72 @@ def run_rounds(
     rounds: list[dict[str, Any]] = []
     state: ClusterState | None = None
     plan = RoundPlan()
-    for epoch in range(params.epochs):
-        if epoch % params.update_per_epoch == 0:
-            state, plan, stats = _begin_round(task, mode, params, k, seed, len(rounds), hook)
-            rounds.append(stats)
-            neighbour_lists = torch.as_tensor(state.neighbours, dtype=torch.long)
-            # A round whose feedback gave no usable category answer (all filtered, or no
-            # anchors) has nothing to align: leave the term out rather than feed it nothing.
-            terms = _loss_terms(
-                params, ce=ce, align_weight=align_weight if plan.align_targets else 0.0
+    n_rounds = math.ceil(params.epochs / params.update_per_epoch)
+    # The open round's progress stages ("round i/n: train" and its steps) close when the
+    # next round begins, or when the loop ends.
+    with ExitStack() as round_scope:
+        for epoch in range(params.epochs):
+            if epoch % params.update_per_epoch == 0:
+                round_scope.close()
+                round_scope.enter_context(reporter.stage(f"round {len(rounds) + 1}/{n_rounds}"))
+                state, plan, stats = _begin_round(
+                    task, mode, params, k, seed, len(rounds), hook, reporter
+                )
+                rounds.append(stats)
+                neighbour_lists = torch.as_tensor(state.neighbours, dtype=torch.long)
+                # A round whose feedback gave no usable category answer (all filtered, or no
+                # anchors) has nothing to align: leave the term out rather than feed it nothing.
+                terms = _loss_terms(
+                    params, ce=ce, align_weight=align_weight if plan.align_targets else 0.0
+                )
+                steps = per_epoch * min(params.update_per_epoch, params.epochs - epoch)
+                round_scope.enter_context(reporter.stage("train"))
+                advance = round_scope.enter_context(reporter.task("steps", total=steps))
+            assert state is not None
+            started = time.perf_counter()
+            positives = _draw_positives(state.neighbours, plan.positives, rng)
+            order = rng.permutation(pool_size)
+            sums: dict[str, float] = {}
+            mode.train()
+            head.train()
+            classifier.train()
+            for step in range(per_epoch):
+                idx = order[step * params.batch_size : (step + 1) * params.batch_size]
+                anchor = mode.embed(idx, augment=True, generator=generator)
+                positive = mode.embed(positives[idx], augment=True, generator=generator)
+                features = torch.stack([head.normalised(anchor), head.normalised(positive)], dim=1)
+                batch: dict[str, Any] = {
+                    "adjacency": neighbour_adjacency(
+                        torch.as_tensor(idx), neighbour_lists, task.num_labeled, labeled_y
+                    ).to(device)
+                }
+                outputs: dict[str, Any] = {"features": features}
+                if ce and task.num_labeled:
+                    lab = next(labeled_batches)
+                    pooled = mode.embed(lab, augment=False, generator=generator)
+                    outputs["logits"] = classifier(head(pooled))
+                    batch["labels"] = labeled_y[lab].to(device)
+                if align_weight and plan.align_targets:
+                    _fill_alignment(
+                        batch, outputs, plan, idx, features[:, 0], mode, head, generator
+                    )
+                total, values = weighted_sum(terms, batch, outputs)
+                optimisation.step(total)
+                for name, value in values.items():
+                    sums[name] = sums.get(name, 0.0) + value
+                advance(1)
+            rounds[-1]["epochs"].append(
+                {
+                    "epoch": epoch,
+                    "steps": per_epoch,
+                    "loss": {name: round(v / per_epoch, 5) for name, v in sums.items()},
+                    "lr_end": optimisation.learning_rate,
+                    "duration_s": round(time.perf_counter() - started, 3),
+                }
             )
-        assert state is not None
-        started = time.perf_counter()
-        positives = _draw_positives(state.neighbours, plan.positives, rng)
-        order = rng.permutation(pool_size)
-        sums: dict[str, float] = {}
-        mode.train()
-        head.train()
-        classifier.train()
-        for step in range(per_epoch):
-            idx = order[step * params.batch_size : (step + 1) * params.batch_size]
-            anchor = mode.embed(idx, augment=True, generator=generator)
-            positive = mode.embed(positives[idx], augment=True, generator=generator)
-            features = torch.stack([head.normalised(anchor), head.normalised(positive)], dim=1)
-            batch: dict[str, Any] = {
-                "adjacency": neighbour_adjacency(
-                    torch.as_tensor(idx), neighbour_lists, task.num_labeled, labeled_y
-                ).to(device)
-            }
-            outputs: dict[str, Any] = {"features": features}
-            if ce and task.num_labeled:
-                lab = next(labeled_batches)
-                pooled = mode.embed(lab, augment=False, generator=generator)
-                outputs["logits"] = classifier(head(pooled))
-                batch["labels"] = labeled_y[lab].to(device)
-            if align_weight and plan.align_targets:
-                _fill_alignment(batch, outputs, plan, idx, features[:, 0], mode, head, generator)
-            total, values = weighted_sum(terms, batch, outputs)
-            optimisation.step(total)
-            for name, value in values.items():
-                sums[name] = sums.get(name, 0.0) + value
-        rounds[-1]["epochs"].append(
-            {
-                "epoch": epoch,
-                "steps": per_epoch,
-                "loss": {name: round(v / per_epoch, 5) for name, v in sums.items()},
-                "lr_end": optimisation.learning_rate,
-                "duration_s": round(time.perf_counter() - started, 3),
-            }
-        )
-        reporter.message(f"epoch {epoch + 1}/{params.epochs}: {rounds[-1]['epochs'][-1]['loss']}")
+            reporter.message(
+                f"epoch {epoch + 1}/{params.epochs}: {rounds[-1]['epochs'][-1]['loss']}"
+            )
     mode.eval()
     return LoopResult(head.eval(), rounds, state)
 
@@ -165,23 +183,26 @@ def _begin_round(
     seed: int,
     index: int,
     hook: RoundHook | None,
+    reporter: Reporter,
 ) -> tuple[ClusterState, RoundPlan, dict[str, Any]]:
     clock = time.perf_counter()
-    features = mode.extract()
-    if params.normalize:
-        features = l2_normalise(features)
-    extracted = time.perf_counter()
-    state = cluster_state(
-        features,
-        task.num_classes,
-        k,
-        seed,
-        params.variant,
-        kmeans_n_init=params.round_kmeans_n_init,
-        num_labeled=task.num_labeled,
-    )
+    with reporter.stage("mine"):
+        features = mode.extract()
+        if params.normalize:
+            features = l2_normalise(features)
+        extracted = time.perf_counter()
+        state = cluster_state(
+            features,
+            task.num_classes,
+            k,
+            seed,
+            params.variant,
+            kmeans_n_init=params.round_kmeans_n_init,
+            num_labeled=task.num_labeled,
+        )
     clustered = time.perf_counter()
-    plan = (hook(state, index, task.train.texts) if hook else None) or RoundPlan()
+    with reporter.stage("ask") if hook else nullcontext():
+        plan = (hook(state, index, task.train.texts) if hook else None) or RoundPlan()
     _check_plan(plan, len(task.train), task.num_classes)
     done = time.perf_counter()
     sizes = np.bincount(state.assignments, minlength=task.num_classes)

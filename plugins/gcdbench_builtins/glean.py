@@ -126,7 +126,7 @@ class Glean(Method):
         "K-means on test features; clusters named by the LLM. Defaults = the cpu preset with "
         "the embedded local LLM; presets: cpu, paper (GPU), smoke"
     )
-    version = "1"
+    version = "2"  # 2: the rounds draw from their own stage, cache hit or miss
     uses = ("encoder", "loss", "miner", "feedback")
     components = (
         Component("instance-instance", "similar-instance feedback (ablated: kNN positives)"),

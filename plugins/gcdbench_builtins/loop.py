@@ -73,7 +73,7 @@ class Loop(Method):
         "learning + 0.5·CE; K-means on test features; novel clusters named by the LLM. "
         "Defaults = the cpu preset; presets: cpu, paper (GPU), smoke"
     )
-    version = "1"
+    version = "2"  # 2: the rounds draw from their own stage, cache hit or miss
     uses = ("encoder", "loss", "miner", "feedback")
     components = (
         Component("llm", "the LLM's neighbour choice (ablated: random kNN positives)"),

@@ -20,7 +20,7 @@ class NoLLM(Method):
         "CE, no LLM; K-means on test features. Defaults = the cpu preset (MiniLM, top-2 "
         "layers, bf16); presets: cpu, paper (GPU, bert-base-uncased), smoke"
     )
-    version = "1"
+    version = "2"  # 2: the rounds draw from their own stage, cache hit or miss
     uses = ("encoder", "loss")
     components = (
         Component("mtp", "MTP pre-training (the rounds start from the untrained backbone)"),
