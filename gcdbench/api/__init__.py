@@ -8,7 +8,7 @@ from __future__ import annotations
 from gcdbench.api.dataset import DataFile, DatasetDefinition, DatasetParts, Part
 from gcdbench.api.encoder import Encoder, EncoderFactory
 from gcdbench.api.executor import Executor
-from gcdbench.api.method import Component, Method, MethodOutput
+from gcdbench.api.method import Component, Method, MethodOutput, param
 from gcdbench.api.record import SCHEMA_VERSION, ResultRecord
 from gcdbench.api.spec import RunSpec
 from gcdbench.api.task import GCDSplit, GCDTask, Gold, TaskPart
@@ -31,4 +31,5 @@ __all__ = [
     "ResultRecord",
     "RunSpec",
     "TaskPart",
+    "param",
 ]
