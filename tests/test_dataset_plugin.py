@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from example_packages import install_example
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gcdbench-jsonl-dataset"
 NAME = "support_tickets"
@@ -27,31 +27,7 @@ DATA = Path("gcdbench_jsonl_dataset") / "data" / "tickets.jsonl"
 def example(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(a copy of the example's source, the folder it is installed into without deps)."""
     work = tmp_path_factory.mktemp("dataset-plugin")
-    # pip builds in-tree; a copy keeps egg-info and build/ out of the checkout.
-    source = shutil.copytree(
-        EXAMPLE,
-        work / "src",
-        ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__"),
-    )
-    target = work / "site"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            "--target",
-            str(target),
-            str(source),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr
+    source, target = install_example(EXAMPLE, work)
     assert (target / DATA).is_file()  # the data file travels inside the package
     return source, target
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from example_packages import install_example
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gcdbench-seeded-kmeans"
 RUN = ["run", "seeded-kmeans", "--dataset", "massive_scenario", "--known-ratio", "0.5"]
@@ -25,31 +25,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example installed (no dependencies: gcdbench is the one under test) into a
     folder of its own."""
     work = tmp_path_factory.mktemp("example-plugin")
-    # pip builds in-tree; a copy keeps egg-info and build/ out of the checkout.
-    source = shutil.copytree(
-        EXAMPLE,
-        work / "src",
-        ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__"),
-    )
-    target = work / "site"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            "--target",
-            str(target),
-            str(source),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr
+    _, target = install_example(EXAMPLE, work)
     assert (target / "gcdbench_seeded_kmeans.py").is_file()
     return target
 

@@ -221,7 +221,8 @@ def test_show_prints_feedback_tables_and_the_rest_of_diagnostics_once(tmp_path):
     quality = score_feedback_log(log, GOLD, describe_encoder=BagOfWordsEncoder())
     _store_record(tmp_path, {"feedback_quality": quality, "loss": 0.5, "per_query": [1] * 50})
     run_id = RunSpec("glean", "banking", 0.25, 0).hash[:10]
-    result = CliRunner().invoke(cli, ["show", run_id, "--results-dir", str(tmp_path)])
+    args = ["show", run_id, "--results-dir", str(tmp_path), "--diagnostics"]
+    result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     out = result.output
     assert "select-similar-instance feedback vs gold" in out
