@@ -109,6 +109,13 @@ def test_code_versions_make_a_record_stale(tmp_path, shared_data, monkeypatch):
     assert stale_reasons(record) == ["method version 1 (installed: 99)"]
     monkeypatch.undo()
 
+    other_weights = type(record).from_dict(record.to_dict())
+    other_weights.identity["models"]["encoder"] = "0" * 64
+    now = record.encoder["fingerprint"][:12]
+    assert stale_reasons(other_weights) == [
+        f"encoder weights changed since the run (000000000000… → {now}…)"
+    ]
+
     monkeypatch.setattr("gcdbench.runner.identity.ENGINE_VERSION", "999")
     assert stale_reasons(record)[0].startswith(f"engine version {ENGINE_VERSION}")
     monkeypatch.undo()

@@ -148,7 +148,26 @@ def stale_reasons(record: ResultRecord, *, check_data: bool = True) -> list[str]
                 reasons.append(f"{role} plugin {version} (installed: {now[role]})")
     if check_data:
         reasons.extend(_changed_data(record))
+        reasons.extend(_changed_models(record))
     return reasons
+
+
+def _changed_models(record: ResultRecord) -> list[str]:
+    """Weights that are no longer what the run used (an upgraded model package, a local
+    model folder edited). Models that cannot be located now (a hub id offline) are not
+    checked, as a data folder that is gone is not."""
+    recorded = dict(record.identity.get("models", {}))
+    if not recorded:
+        return []
+    try:
+        now = model_identities(record.spec)
+    except (GcdbenchError, OSError):
+        return []
+    return [
+        f"{role} weights changed since the run ({old[:12]}… → {now[role][:12]}…)"
+        for role, old in sorted(recorded.items())
+        if role in now and now[role] != old
+    ]
 
 
 def _changed_data(record: ResultRecord) -> list[str]:
