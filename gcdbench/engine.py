@@ -27,7 +27,7 @@ from pathlib import Path
 #: Bump when a change to the engine's code can change any run's result.
 ENGINE_VERSION = "2"
 #: sha256 of the engine sources at ENGINE_VERSION (see the module docstring).
-ENGINE_FINGERPRINT = "9b12f7b06a3c0300bbb583f041f9ad46f6ca316839c0ebcd2995ff37cbf6721c"
+ENGINE_FINGERPRINT = "1eccb2186f66d512e899274ab818ed4d692a61b1655b09ca4d0acfe2b1af6349"
 
 PACKAGE = Path(__file__).resolve().parent
 #: The result-shaping code, relative to the package: folders (every .py and .txt inside)

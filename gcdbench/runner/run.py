@@ -142,15 +142,15 @@ def execute(spec: RunSpec, options: RunOptions, reporter: Reporter | None = None
     )
     issues = check_dataset(parts, definition, split=split)
     stop_on_errors(issues)
-    for issue in issues:
-        if issue.severity != "info":
-            reporter.message(f"{issue.severity}: {issue.message}")
     # The skip is decided on the identity, so changed data or code is never served a stale
     # record (the split hash covers the data files the rows come from).
     identity = run_identity(spec, split.hash, {f.name: f.sha256 for f in parts.files})
     existing = store.find(spec, identity.run_id)
     if existing is not None and not options.force:
         return Outcome(spec, "skipped", str(existing))
+    for issue in issues:  # warned for runs that happen; the record keeps them all
+        if issue.severity != "info":
+            reporter.message(f"{issue.severity}: {issue.message}")
     store.check_writable()
     split_path = save_split(split, store.splits)
     task, gold = build_task(parts, split, task_word=definition.task)
