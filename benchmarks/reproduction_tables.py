@@ -26,7 +26,7 @@ DATASET_ORDER = ("banking", "clinc", "stackoverflow")
 ABLATION_ORDER = ("instance-instance", "cluster-instance", "quality")
 EMPTY = "–"
 #: GLEAN v1 (arXiv 2502.18414), BANKING 25%: ACC lost when a component is removed; the
-#: paper's summary gives no figure for "w/o quality" (glean-spec.md, "Gap").
+#: paper's summary gives no figure for "w/o quality" (docs/methods/glean.md, "Gap").
 PAPER_ABLATION_DELTA = {
     ("glean", "banking", 0.25): {"instance-instance": -2.33, "cluster-instance": -3.23}
 }

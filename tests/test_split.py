@@ -17,7 +17,7 @@ from gcdbench_builtins.datasets import DATASETS
 
 BY_NAME = {d.name: d for d in DATASETS}
 
-# Seed 42, in draw order (glean-spec.md §1.3); the 10% lists are prefixes of these.
+# Seed 42, in draw order (docs/methods/glean.md §1.3); the 10% lists are prefixes of these.
 GOLDEN_25 = {
     "banking": [
         "automatic_top_up", "failed_transfer", "card_acceptance", "activate_my_card",
@@ -44,7 +44,7 @@ GOLDEN_25 = {
 GOLDEN_10_LEN = {"banking": 8, "clinc": 15, "stackoverflow": 2}
 
 # dataset, known ratio -> n_known, labeled for seeds 0/1/2/42, unlabeled (42), dev (42),
-# test rows of known classes (42); labeled ratio 0.1 (glean-spec.md §1.3 table).
+# test rows of known classes (42); labeled ratio 0.1 (docs/methods/glean.md §1.3 table).
 COUNTS = {
     ("banking", 0.10): (8, (100, 100, 83, 98), 8905, 113, 320),
     ("banking", 0.25): (19, (212, 233, 206, 222), 8781, 249, 760),

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from gcdbench.training.backbone import TextBackbone
     from gcdbench.training.modes import TrainingMode
 
-DEFAULT_MAX_LENGTH = 64  # glean-spec: the official code truncates at 64 tokens
+DEFAULT_MAX_LENGTH = 64  # docs/methods/glean.md §2: the official code truncates at 64 tokens
 _OPTION = re.compile(r"(cls|mean|len=\d+)")
 
 

@@ -2,7 +2,7 @@
 
 Each returns a :class:`Parsed` with status "ok" or "parse-failure". A reply that cannot be
 read is a parse failure with ``value=None`` — never option 1 (GLEAN's silent fallback biases
-every method towards its top-ranked candidate, glean-spec §11.16).
+every method towards its top-ranked candidate, docs/methods/glean.md §11.16).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ Two layouts put the same sections in different orders:
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -74,10 +75,11 @@ def load_template(kind: str, version: str | None = None) -> PromptTemplate:
     path = TEMPLATE_DIR / f"{kind}.{version}.txt"
     if not path.is_file():
         raise UnknownNameError(f"prompt template of {kind}", version, available(kind))
-    text = path.read_text(encoding="utf-8")
-    return PromptTemplate(
-        f"{kind}/{version}", hashlib.sha256(text.encode()).hexdigest(), _sections(text, path)
-    )
+    sections = _sections(path.read_text(encoding="utf-8"), path)
+    # The hash covers what reaches the model (the sections), not the leading comment lines:
+    # editing a comment must not turn every ledger entry of the template into a miss.
+    digest = hashlib.sha256(json.dumps(sections, sort_keys=True).encode()).hexdigest()
+    return PromptTemplate(f"{kind}/{version}", digest, sections)
 
 
 def _sections(text: str, path: Path) -> dict[str, str]:

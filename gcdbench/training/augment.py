@@ -47,7 +47,8 @@ def random_token_replacement(
     generator: torch.Generator,
     prob: float = 0.25,
 ) -> Tensor:
-    """GLEAN's ``rtr`` view (glean-spec §2.2): select ``prob`` of the non-special, non-pad
+    """GLEAN's ``rtr`` view (docs/methods/glean.md §2.2):
+    select ``prob`` of the non-special, non-pad
     tokens; of those, 80% become a uniformly random vocabulary id (the reference code goes
     through [MASK] and then overwrites it), 10% another random id, 10% stay. Net: about
     ``0.9 · prob`` of the eligible tokens are re-drawn (22.5% at the default), a re-drawn id

@@ -1,7 +1,8 @@
 """The trainable text backbone: a Hugging Face encoder (optionally with its MLM head), a
 tokenizer, and a pooling rule that turns token states into one vector per text.
 
-GLEAN/Loop cluster the last layer's [CLS] state of a fine-tuned BERT (glean-spec §2); mean
+GLEAN/Loop cluster the last layer's [CLS] state of a fine-tuned BERT
+(docs/methods/glean.md §2); mean
 pooling is offered for sentence-transformers checkpoints trained that way.
 """
 

@@ -26,7 +26,7 @@ class TopLayersMode(TrainingMode):
         self.name = f"top-{top}"
         self.augmentation = (
             "random token replacement moved to the cut: the positions rtr selects (25% of "
-            f"tokens, glean-spec §2.2) get the cached layer-{self.cut} state of a token drawn "
+            f"tokens, glean.md §2.2) get the cached layer-{self.cut} state of a token drawn "
             "uniformly from the whole pool, since the frozen layers below cannot see new ids"
         )
         layers = list(backbone.encoder_model.encoder.layer)

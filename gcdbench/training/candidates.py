@@ -1,4 +1,4 @@
-"""Who the feedback is asked to choose between (glean-spec §5.1–5.3, §6.2).
+"""Who the feedback is asked to choose between (docs/methods/glean.md §5.1–5.3, §6.2).
 
 Each function is a pure function of a round's :class:`~gcdbench.api.miner.ClusterState`,
 the anchors and an explicit generator, so hand-built states test it exactly. Pool ids index

@@ -1,4 +1,4 @@
-"""Small trainable layers that sit on the backbone's pooled features (glean-spec §2)."""
+"""Small trainable layers that sit on the backbone's pooled features (docs/methods/glean.md §2)."""
 
 from __future__ import annotations
 

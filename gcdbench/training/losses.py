@@ -1,7 +1,7 @@
 """Training losses as pure torch functions: SupCon/neighbourhood contrastive learning (NCL),
 pseudo-category alignment and cross-entropy, plus the kNN/label adjacency NCL uses.
 
-glean-spec §3.3 and §5.3 describe what GLEAN and Loop compute; the functions below follow
+docs/methods/glean.md §3.3 and §5.3 describe what GLEAN and Loop compute; the functions below follow
 them, with the two documented departures from the official code made explicit:
 the labeled-pair rule uses ``< num_labeled`` (the official ``<=`` leaks a label, §11.8), and
 the alignment denominator includes the positive unless ``include_positive=False`` (§11.14).

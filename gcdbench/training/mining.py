@@ -1,4 +1,4 @@
-"""Ambiguous-data mining for a round (glean-spec §4): soft assignments, entropy, kNN, local
+"""Ambiguous-data mining for a round (§4): soft assignments, entropy, kNN, local
 inconsistency, and the candidate rankings GLEAN and Loop build their queries from.
 
 Everything here is O(N·K) or O(N·k) in memory: the official code broadcasts an N×K×d
@@ -132,7 +132,7 @@ def knn(
     Uses faiss (exact flat index) when importable, else torch top-k over row chunks
     (memory O(chunk_size · N)); ``backend`` forces one. With ``exclude_self`` the top k + 1
     are searched and the sample's own index removed wherever it sits: with "inner" on
-    unnormalised vectors a sample need not be its own first hit (glean-spec §11.13). When it
+    unnormalised vectors a sample need not be its own first hit (§11.13). When it
     is not among the k + 1 the last hit is dropped instead. ``official_first_hit`` mimics the
     reference code, which drops column 0 whatever it holds. Without ``exclude_self`` the top
     k are returned as found (usually self first: GLEAN's top-(k+1) positive list is
@@ -180,7 +180,7 @@ def top_clusters(p: Any, m: int) -> np.ndarray:
 
 def nearest_to_centers(features: Any, centers: Any, n: int) -> np.ndarray:
     """[K, n] pool indices nearest each centre (Euclidean), nearest first, searched over all
-    samples, not only the cluster's members (glean-spec §5.2); ties go to the lower index."""
+    samples, not only the cluster's members (§5.2); ties go to the lower index."""
     distances = squared_distances(features, centers)
     if not 1 <= n <= len(distances):
         raise GcdbenchError(f"nearest_to_centers: n = {n} must be within 1..N = {len(distances)}.")

@@ -1,7 +1,7 @@
 """Training modes: how much of the backbone trains. The losses never change.
 
 * ``full``   everything trains; augmentation is random token replacement on the input ids
-             (glean-spec §2.2).
+             (docs/methods/glean.md §2.2).
 * ``top-N``  the embeddings and all but the top N layers are frozen. Their token states for
              every pool text are computed once (eval mode, no dropout) and cached, so a step
              runs only the top N layers forward and backward.
@@ -28,7 +28,7 @@ from gcdbench.errors import GcdbenchError
 from gcdbench.training.backbone import TextBackbone
 
 PRECISIONS = ("fp32", "bf16")
-RTR_PROB = 0.25  # glean-spec §2.2: hard-coded in the official code
+RTR_PROB = 0.25  # docs/methods/glean.md §2.2: hard-coded in the official code
 MLM_PROB = 0.15
 HEAD_FEATURE_DROPOUT = 0.25  # mirrors the 25% of tokens rtr selects
 
@@ -154,7 +154,7 @@ class TrainingMode(ABC):
             "precision": self.precision,
             "device": str(self.backbone.device),
             "augmentation": self.augmentation,
-            # Cached modes replace glean-spec's input-level augmentation by an equivalent.
+            # Cached modes replace GLEAN's input-level augmentation (§2.2) by an equivalent.
             "deviations": ([] if self.name == "full" else [f"augmentation: {self.augmentation}"])
             + self.backbone.deviations,
         }
@@ -233,7 +233,9 @@ class FullMode(TrainingMode):
     """Everything trains; the official setting."""
 
     name = "full"
-    augmentation = "random token replacement on input ids, 25% of tokens (glean-spec §2.2)"
+    augmentation = (
+        "random token replacement on input ids, 25% of tokens (docs/methods/glean.md §2.2)"
+    )
 
     def __init__(self, backbone: TextBackbone, pool_texts: Sequence[str], **kwargs: Any) -> None:
         super().__init__(backbone, pool_texts, **kwargs)

@@ -2,7 +2,7 @@
 
 AdamW with weight decay on every weight except biases and normalisation layers, a linear
 warm-up over the first 10% of steps then a linear decay to zero, and grad-norm clipping
-(glean-spec §2.1, §3).
+(docs/methods/glean.md §2.1, §3).
 
 The schedule length is the number of optimiser steps that will really run: the official
 code sizes it with ``floor(N / batch) * epochs`` while its loaders yield ``ceil(N / batch)``

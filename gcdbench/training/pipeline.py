@@ -1,6 +1,6 @@
 """What every training method shares, start to end: load the run's ``--encoder`` as a
 trainable backbone, MTP-pre-train it (or take the cached result), build the training mode;
-after the rounds, features of the test split and K-means with the true K (glean-spec §7).
+after the rounds, features of the test split and K-means with the true K (docs/methods/glean.md §7).
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def prepare_training(
 def cluster_test(
     features: np.ndarray, num_classes: int, seed: int, *, normalize: bool = False
 ) -> np.ndarray:
-    """K-means with the true K, n_init pinned, random_state = the run seed (glean-spec §7)."""
+    """K-means with the true K, n_init pinned, random_state = the run seed (§7)."""
     if normalize:
         features = l2_normalise(features)
     model = KMeans(n_clusters=num_classes, n_init=10, random_state=seed).fit(features)

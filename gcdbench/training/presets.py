@@ -1,6 +1,6 @@
 """Parameters and presets of the training methods (``mtp``, ``no-llm``; GLEAN/Loop extend them).
 
-Three presets: ``paper`` (the official GLEAN settings, glean-spec §2.1/§3: meant for a GPU and
+Three presets: ``paper`` (the official GLEAN settings, §2.1/§3: meant for a GPU and
 ``--encoder bert-base-uncased``), ``cpu`` (chosen by measurement with
 benchmarks/no_llm_banking.py so BANKING 25% fits in ten minutes on two cores) and ``smoke``
 (seconds, for tests). The field defaults equal the ``cpu`` preset, so a bare run is the CPU
@@ -24,7 +24,8 @@ from gcdbench.errors import GcdbenchError
 from gcdbench.training.backbone import POOLINGS
 from gcdbench.training.modes import PRECISIONS
 
-#: top-k neighbours GLEAN/Loop hard-code per dataset (glean-spec §3); ``k=0`` selects these.
+#: top-k neighbours GLEAN/Loop hard-code per dataset (docs/methods/glean.md §3); ``k=0``
+#: selects these.
 PAPER_TOPK: Mapping[str, int] = {"banking": 50, "clinc": 50, "stackoverflow": 500}
 DEFAULT_TOPK = 50
 VARIANTS = ("paper", "official")

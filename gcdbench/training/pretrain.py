@@ -1,4 +1,4 @@
-"""MTP pre-training (glean-spec §2.1), cached on disk and shared by every method.
+"""MTP pre-training (docs/methods/glean.md §2.1), cached on disk and shared by every method.
 
 Each step: cross-entropy on a labeled batch (classifier Dropout(0.1) -> Linear(h, n_known) on
 pooled features) plus the MLM loss on a batch of the whole pool (cycled). One epoch is one

@@ -62,7 +62,7 @@ def usable(answer: Answer, style: AskingStyle) -> bool:
 
 def known_class_demonstrations(task: GCDTask, per_class: int) -> list[tuple[str, str]]:
     """The first ``per_class`` dev texts of every known class, in known-class order, with the
-    class's name (GLEAN's "Task Context", glean-spec §5.4). Never a novel class."""
+    class's name (GLEAN's "Task Context", docs/methods/glean.md §5.4). Never a novel class."""
     taken: Counter[int] = Counter()
     by_class: dict[int, list[str]] = {}
     for text, y in zip(task.dev.texts, np.asarray(task.dev_y).tolist(), strict=True):

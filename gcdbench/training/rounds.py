@@ -1,4 +1,4 @@
-"""The round loop shared by ``no-llm``, GLEAN and Loop (glean-spec §3).
+"""The round loop shared by ``no-llm``, GLEAN and Loop (docs/methods/glean.md §3).
 
 Every ``update_per_epoch`` epochs a round begins: pool features are extracted, clustered
 (:func:`gcdbench.training.mining.cluster_state`, K = number of classes, k neighbours) and the
@@ -275,7 +275,7 @@ def _fill_alignment(
     generator: torch.Generator,
 ) -> None:
     """Alignment inputs for this batch. Every description is re-encoded at every step with
-    grad through the trainable part of the backbone and the head (glean-spec §5.3)."""
+    grad through the trainable part of the backbone and the head (docs/methods/glean.md §5.3)."""
     device = anchor_features.device
     num = len(plan.descriptions)
     targets = torch.full((len(idx),), -1, dtype=torch.long)

@@ -1,4 +1,4 @@
-"""``glean``: GLEAN (arXiv 2502.18414) as glean-spec.md describes it from the official code.
+"""``glean``: GLEAN (arXiv 2502.18414) as docs/methods/glean.md describes it from the official code.
 
 MTP pre-training, then rounds. Each round re-clusters the pool, mines the top-v samples by
 entropy of the Student's-t soft assignment and asks, as whole-round batches:

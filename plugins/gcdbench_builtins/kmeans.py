@@ -40,7 +40,7 @@ class KMeans(Method):
                 n_clusters=task.num_classes,
                 n_init=self.params.n_init,
                 max_iter=self.params.max_iter,
-                # The run seed itself, as GLEAN/Loop's evaluation does (glean-spec §7).
+                # The run seed itself, as GLEAN/Loop's evaluation does (docs/methods/glean.md §7).
                 random_state=ctx.seed,
             ).fit(features)
         return MethodOutput(

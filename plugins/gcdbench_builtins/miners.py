@@ -2,7 +2,7 @@
 ``local-inconsistency`` (Loop's LIS). Rankings break ties by the lower pool index, so a
 selection is a function of the state alone (``random`` aside, which uses only ``rng``).
 
-Each miner includes labeled samples, as the reference code does (glean-spec §11.11);
+Each miner includes labeled samples, as the reference code does (docs/methods/glean.md §11.11);
 ``exclude_labeled=True`` skips pool rows ``< state.num_labeled``.
 """
 

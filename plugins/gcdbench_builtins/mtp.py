@@ -1,5 +1,5 @@
-"""``mtp``: MTP pre-training (CE on labeled texts + MLM on the pool, glean-spec §2.1), then
-K-means on the trained backbone's features of the test split.
+"""``mtp``: MTP pre-training (CE on labeled texts + MLM on the pool, docs/methods/glean.md
+§2.1), then K-means on the trained backbone's features of the test split.
 
 The setup every training method shares lives in :mod:`gcdbench.training.pipeline`.
 """
