@@ -27,7 +27,7 @@ from pathlib import Path
 #: Bump when a change to the engine's code can change any run's result.
 ENGINE_VERSION = "2"
 #: sha256 of the engine sources at ENGINE_VERSION (see the module docstring).
-ENGINE_FINGERPRINT = "81259cbf8c870dc572b567b6276f6d2e57e442399fcfa15258f56ef1eb9d7344"
+ENGINE_FINGERPRINT = "93a2f55ad5ebb01e407883810cc28c1b74cc6dbb6f17ea32cdcd905371504eba"
 
 PACKAGE = Path(__file__).resolve().parent
 #: The result-shaping code, relative to the package: folders (every .py and .txt inside)

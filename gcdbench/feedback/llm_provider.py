@@ -24,6 +24,7 @@ from gcdbench.api.feedback import (
     FeedbackProvider,
     Query,
 )
+from gcdbench.api.progress import report_answers
 from gcdbench.errors import GcdbenchError
 from gcdbench.feedback import kinds
 from gcdbench.feedback.accounting import Budget, FeedbackStats
@@ -31,7 +32,6 @@ from gcdbench.feedback.asking import Ask, LLMOptions, build_asks, confidence_thr
 from gcdbench.feedback.ledger import Entry, Ledger, ledger_key
 from gcdbench.llm.api import Backend, ChatRequest, ChatResult
 from gcdbench.llm.pricing import cost
-from gcdbench.runner.context import report_answers
 
 _SECRET_WORDS = ("key", "token", "secret", "password")
 _DOLLAR_SLICE = 16  # requests per backend call while a dollar budget is being watched

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,65 +13,11 @@ import numpy as np
 
 from gcdbench.api.encoder import Encoder
 from gcdbench.api.feedback import FeedbackProvider
+from gcdbench.api.progress import AnswerSink, Reporter, answers_reported_to, report_answers
 from gcdbench.api.spec import RunSpec
 from gcdbench.api.task import TaskPart
 from gcdbench.encoders.cache import FeatureCache
 from gcdbench.util.random import keyed_generator
-
-#: ``advance(done, hits)``: ``done`` more questions answered, ``hits`` of them from the ledger.
-AnswerSink = Callable[[int, int], None]
-
-
-class Reporter:
-    """Progress and messages; the CLI passes a rich-backed one
-    (:func:`gcdbench.cli.progress.make_reporter`), executors this quiet one.
-
-    Three kinds of progress, all optional to display: :meth:`stage` names what the run is
-    doing (stages nest: ``round 1/2`` then ``ask`` reads "round 1/2: ask"), :meth:`task`
-    counts units of work (encoding batches, epochs, steps) and :meth:`questions` counts
-    questions answered and how many came from the feedback ledger. A reporter that only
-    overrides :meth:`task` still shows questions, as a task.
-    """
-
-    def message(self, text: str) -> None:
-        pass
-
-    @contextmanager
-    def task(self, description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
-        yield lambda advance: None
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        yield
-
-    @contextmanager
-    def questions(self, description: str, total: int) -> Iterator[AnswerSink]:
-        with self.task(description, total) as advance:
-            yield lambda done, hits=0: advance(done)
-
-
-# Feedback providers sit below the run context (they are built by factories, with no
-# reporter), so answers are reported through a context variable that the asker sets around
-# each batch: providers call :func:`report_answers` and need no reference to any reporter.
-_ANSWER_SINK: ContextVar[AnswerSink | None] = ContextVar("gcdbench_answer_sink", default=None)
-
-
-def report_answers(done: int, hits: int = 0) -> None:
-    """A provider's progress: ``done`` more questions of the current batch answered,
-    ``hits`` of them wholly from the ledger. A no-op when nobody listens."""
-    sink = _ANSWER_SINK.get()
-    if sink is not None and (done or hits):
-        sink(done, hits)
-
-
-@contextmanager
-def answers_reported_to(sink: AnswerSink) -> Iterator[None]:
-    """Send :func:`report_answers` calls made inside the block to ``sink``."""
-    token = _ANSWER_SINK.set(sink)
-    try:
-        yield
-    finally:
-        _ANSWER_SINK.reset(token)
 
 
 @dataclass
@@ -171,3 +116,7 @@ class RunContext:
         if self.leaked:
             out["leaks_labels"] = list(self.leaked)
         return out
+
+
+# Re-exported: plugins written against ``gcdbench.runner.context`` keep working.
+__all__ = ["AnswerSink", "Reporter", "RunContext", "answers_reported_to", "report_answers"]

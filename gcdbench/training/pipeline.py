@@ -6,14 +6,13 @@ after the rounds, features of the test split and K-means with the true K (docs/m
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from sklearn.cluster import KMeans
 
 from gcdbench.api.task import GCDTask
-from gcdbench.runner.context import RunContext
 from gcdbench.training.backbone import TextBackbone
 from gcdbench.training.heads import ProjectionHead
 from gcdbench.training.modes import TrainingMode, make_mode
@@ -29,6 +28,9 @@ from gcdbench.training.presets import (
 )
 from gcdbench.training.pretrain import pretrain
 from gcdbench.training.rounds import LoopResult, RoundHook, run_rounds
+
+if TYPE_CHECKING:  # the runner implements it; the engine never imports the runner
+    from gcdbench.runner.context import RunContext
 
 
 @dataclass

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from gcdbench import paths
+from gcdbench.api.progress import Reporter
 from gcdbench.api.spec import canonical_json, sha256_hex
 from gcdbench.api.task import GCDTask
-from gcdbench.runner.context import Reporter
 from gcdbench.training.backbone import TextBackbone
 from gcdbench.training.heads import KnownClassifier
 from gcdbench.training.modes import TrainingMode, make_mode

@@ -12,14 +12,17 @@ from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gcdbench.api.feedback import Answer, FeedbackProvider, Query
 from gcdbench.api.feedback_log import CATEGORY, ChoiceLog, FeedbackLog
+from gcdbench.api.progress import Reporter, answers_reported_to
 from gcdbench.api.task import GCDTask
-from gcdbench.runner.context import Reporter, RunContext, answers_reported_to
+
+if TYPE_CHECKING:  # the runner implements it; the engine never imports the runner
+    from gcdbench.runner.context import RunContext
 
 CHARACTERIZE = "characterize-cluster"
 

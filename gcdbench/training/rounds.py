@@ -29,8 +29,8 @@ import torch
 
 from gcdbench import registry
 from gcdbench.api.miner import ClusterState
+from gcdbench.api.progress import Reporter
 from gcdbench.api.task import GCDTask
-from gcdbench.runner.context import Reporter
 from gcdbench.training.heads import KnownClassifier, ProjectionHead
 from gcdbench.training.losses import neighbour_adjacency, weighted_sum
 from gcdbench.training.mining import cluster_state
