@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import re
 import sys
+from functools import cache
 from pathlib import Path
 
 #: Bump when a change to the engine's code can change any run's result.
@@ -58,6 +59,7 @@ def engine_files() -> list[Path]:
     return sorted(f for f in files if "__pycache__" not in f.parts)
 
 
+@cache
 def engine_fingerprint() -> str:
     """sha256 over (path, content) of every engine file, line endings normalised."""
     digest = hashlib.sha256()

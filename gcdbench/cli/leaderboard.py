@@ -80,6 +80,7 @@ def _without_stale(records: list[ResultRecord], include: bool, root: Path) -> li
     """A stale record no longer says what its spec gives with this data and code: left
     out, or with ``include`` kept and marked STALE (ranked apart from current runs)."""
     stale = [r for r in records if stale_reasons(r)]
+    stale_ids = {id(r) for r in stale}
     if not stale:
         return records
     if include:
@@ -91,7 +92,7 @@ def _without_stale(records: list[ResultRecord], include: bool, root: Path) -> li
         f"left out {len(stale)} stale run(s): data or code changed since they ran "
         "(gcdbench show lists them; the same command re-runs them; --include-stale shows them)."
     )
-    current = [r for r in records if r not in stale]
+    current = [r for r in records if id(r) not in stale_ids]
     if not current:
         raise GcdbenchError(
             f"every run in {root} is stale; re-run them, or pass --include-stale to see them."

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -90,15 +91,22 @@ def plugin_versions(spec: RunSpec) -> dict[str, str]:
 
 def model_identities(spec: RunSpec) -> dict[str, str]:
     """Weights identities: the encoder's fingerprint; an LLM given as a local path, its hash."""
+    return dict(_model_identities(spec.encoder, spec.llm))
+
+
+@cache
+def _model_identities(encoder: str | None, llm: str | None) -> tuple[tuple[str, str], ...]:
+    # Once per process and model: `gcdbench show` checks every record of a store, and the
+    # records of a sweep share a handful of models.
     from gcdbench.encoders import encoder_factory
 
-    out: dict[str, str] = {}
-    if spec.encoder:
-        out["encoder"] = encoder_factory(spec.encoder)().fingerprint
-    local = _local_llm_weights(spec.llm)
+    out: list[tuple[str, str]] = []
+    if encoder:
+        out.append(("encoder", encoder_factory(encoder)().fingerprint))
+    local = _local_llm_weights(llm)
     if local is not None:
-        out["llm"] = local
-    return out
+        out.append(("llm", local))
+    return tuple(out)
 
 
 def _local_llm_weights(llm: str | None) -> str | None:
