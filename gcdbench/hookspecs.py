@@ -47,6 +47,12 @@ def register_feedback_providers(register: Register) -> None:
 
 
 @hookspec
+def register_query_kinds(register: Register) -> None:
+    """Register :class:`gcdbench.api.QueryKind` instances: a question an LLM (or an oracle)
+    answers, with its prompt templates, decoding and gold scoring."""
+
+
+@hookspec
 def register_loss_hooks(register: Register) -> None:
     """Register :class:`gcdbench.api.loss.LossHook` classes."""
 

@@ -25,6 +25,7 @@ KINDS: dict[str, str] = {
     "encoder": "register_encoders",
     "miner": "register_miners",
     "feedback": "register_feedback_providers",
+    "query-kind": "register_query_kinds",
     "loss": "register_loss_hooks",
     "executor": "register_executors",
     "llm": "register_llm_backends",

@@ -5,6 +5,7 @@ Nothing here imports torch, transformers or any backend: importing ``gcdbench.ap
 
 from __future__ import annotations
 
+from gcdbench.api.context import RunContext
 from gcdbench.api.dataset import DataFile, DatasetDefinition, DatasetParts, Part
 from gcdbench.api.encoder import Encoder, EncoderFactory
 from gcdbench.api.executor import Executor
@@ -29,6 +30,7 @@ __all__ = [
     "MethodOutput",
     "Part",
     "ResultRecord",
+    "RunContext",
     "RunSpec",
     "TaskPart",
     "param",

@@ -1,0 +1,64 @@
+"""The run context as plugins see it: a protocol the runner implements once
+(:class:`gcdbench.runner.context.RunContext`).
+
+Methods, the training engine and the feedback layer type against this protocol, so none of
+them imports the runner.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from gcdbench.api.encoder import Encoder
+    from gcdbench.api.feedback import FeedbackProvider
+    from gcdbench.api.progress import Reporter
+    from gcdbench.api.spec import RunSpec
+    from gcdbench.api.task import TaskPart
+
+
+@runtime_checkable
+class RunContext(Protocol):
+    """What a method gets besides its task.
+
+    Randomness comes only from :meth:`rng`: each stage draws from its own generator, derived
+    from the run seed and the stage's name, so adding a stage never changes another's draws.
+    """
+
+    spec: RunSpec
+    reporter: Reporter
+
+    @property
+    def seed(self) -> int: ...
+
+    def rng(self, stage: str) -> np.random.Generator:
+        """The generator of ``stage`` (same seed and name, same stream)."""
+        ...
+
+    @property
+    def encoder(self) -> Encoder:
+        """The run's ``--encoder``, loaded on first use."""
+        ...
+
+    def embed(self, part: TaskPart, encoder: Encoder | None = None) -> np.ndarray:
+        """Features of ``part``'s rows, computed once per (encoder, data file)."""
+        ...
+
+    @property
+    def feedback(self) -> FeedbackProvider:
+        """The run's feedback provider (methods that list "feedback" in ``uses``)."""
+        ...
+
+    def leak_novel_examples(self, per_class: int, why: str) -> list[tuple[str, str]]:
+        """Gold-labelled dev examples of the novel classes; the run is marked as leaky."""
+        ...
+
+    def timed(self, name: str) -> AbstractContextManager[None]:
+        """Adds the time spent inside to the record's ``timings[name]``."""
+        ...
+
+
+__all__ = ["RunContext"]

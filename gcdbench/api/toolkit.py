@@ -1,0 +1,67 @@
+"""Small numerical tools method authors share, so each method does not grow its own copy.
+
+Cheap to import (numpy only); scikit-learn and scipy load when a function that needs them
+is called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+#: The smallest norm divided by: a zero vector stays zero instead of becoming NaN.
+EPS = 1e-12
+
+
+def l2_normalise(vectors: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Each vector along ``axis`` scaled to unit length (zero vectors stay zero)."""
+    vectors = np.asarray(vectors)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=axis, keepdims=True), EPS)
+
+
+def kmeans(
+    features: np.ndarray, k: int, seed: int, *, n_init: int = 10, normalize: bool = False
+) -> np.ndarray:
+    """scikit-learn K-means labels (int64) with ``n_init`` restarts and ``random_state=seed``;
+    ``normalize`` L2-normalises the rows first (spherical-style K-means)."""
+    from sklearn.cluster import KMeans
+
+    if normalize:
+        features = l2_normalise(features)
+    model = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(features)
+    return model.labels_.astype(np.int64)
+
+
+def hungarian_mapping(cost: np.ndarray, *, maximize: bool = False) -> dict[int, int]:
+    """The one-to-one assignment of rows to columns of ``cost`` with the least (``maximize``:
+    the greatest) total, as {row: column}; a rectangular matrix leaves the surplus unmatched.
+    The metrics use the same matching on the cluster x class contingency table."""
+    from scipy.optimize import linear_sum_assignment
+
+    rows, cols = linear_sum_assignment(np.asarray(cost), maximize=maximize)
+    return {int(r): int(c) for r, c in zip(rows, cols, strict=True)}
+
+
+def knn(features: np.ndarray, k: int, *, exclude_self: bool = True) -> np.ndarray:
+    """Indices of each row's ``k`` nearest rows by cosine similarity, nearest first, shape
+    (n, k). Ties break by the lower index (a stable sort), so the result is deterministic."""
+    unit = l2_normalise(np.asarray(features, dtype=np.float32))
+    n = len(unit)
+    if not 0 < k <= n - int(exclude_self):
+        raise ValueError(f"k = {k} neighbours need at least {k + int(exclude_self)} rows, got {n}")
+    similarity = unit @ unit.T
+    if exclude_self:
+        np.fill_diagonal(similarity, -np.inf)
+    return np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+
+
+def batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """Consecutive slices of at most ``size`` items (the last may be shorter)."""
+    if size < 1:
+        raise ValueError(f"batch size must be >= 1, got {size}")
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
