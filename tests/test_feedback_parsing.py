@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gcdbench.feedback.parsing import parse_choice, parse_labels, parse_name_description
+from gcdbench.api.parsing import parse_choice, parse_labels, parse_name_description
 
 CHOICES = [
     ("Choice 3, Confidence: 0.9", 5, 2, 0.9),

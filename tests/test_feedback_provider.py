@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import pytest
 
-from gcdbench.api.feedback import Query
+from gcdbench.api.feedback import AskingPolicy, Query
 from gcdbench.errors import GcdbenchError
 from gcdbench.feedback import llm_provider
 from gcdbench.feedback.accounting import Budget
@@ -89,6 +89,11 @@ def instance_query(i: int) -> Query:
 QUERIES = [instance_query(i) for i in range(8)]
 
 
+def asked(queries: Sequence[Query], **policy) -> list[Query]:
+    """The same questions under another asking policy (as a method's parameters set it)."""
+    return [Query(q.kind, q.payload, q.meta, AskingPolicy(**policy)) for q in queries]
+
+
 @pytest.fixture
 def ledger(tmp_path):
     led = Ledger(tmp_path / "ledger.sqlite")
@@ -124,15 +129,14 @@ def test_answers_are_right_for_the_double_and_a_rerun_makes_no_backend_call(ledg
 
 def test_another_template_or_decoding_is_a_miss(ledger):
     provider(WordOverlapTestDouble(), ledger).answer(QUERIES)
-    loop_style = [Query(q.kind, {**q.payload, "template": "loop-v1"}) for q in QUERIES]
     backend = WordOverlapTestDouble()
-    provider(backend, ledger).answer(loop_style)
+    provider(backend, ledger).answer(asked(QUERIES, template="loop-v1"))
     assert len(backend.requests) == 8
     backend = WordOverlapTestDouble()
     provider(backend, ledger, temperature=0.5).answer(QUERIES)
     assert len(backend.requests) == 8
     backend = WordOverlapTestDouble()
-    provider(backend, ledger, layout="official").answer(QUERIES)
+    provider(backend, ledger).answer(asked(QUERIES, layout="official"))
     assert len(backend.requests) == 8
 
 
@@ -149,8 +153,8 @@ def test_offline_replays_and_a_miss_is_one_clear_error(ledger):
 
 def test_order_consistency_drops_an_always_first_model(ledger):
     always_first = WordOverlapTestDouble(lambda r: "Choice 1")
-    p = provider(always_first, ledger, order_consistency=2)
-    answers = p.answer(QUERIES)
+    p = provider(always_first, ledger)
+    answers = p.answer(asked(QUERIES, orderings=2))
     assert all(a.status == "inconsistent" and a.value is None for a in answers)
     kind = p.describe()["stats"]["per_kind"]["select-similar-instance"]
     assert kind["requests"] == 16 and kind["chosen_positions"] == {"1": 16}
@@ -159,7 +163,7 @@ def test_order_consistency_drops_an_always_first_model(ledger):
 
 def test_order_consistency_keeps_agreeing_answers_in_the_query_order(ledger):
     backend = WordOverlapTestDouble()
-    answers = provider(backend, ledger, order_consistency=3).answer(QUERIES)
+    answers = provider(backend, ledger).answer(asked(QUERIES, orderings=3))
     assert [a.value for a in answers] == [i % 4 for i in range(8)]
     assert all(a.ok for a in answers) and len(backend.requests) == 24
     shown = {
@@ -216,15 +220,15 @@ def test_dollar_budget(ledger, monkeypatch):
 
 def test_confidence_threshold_flags_but_keeps_the_value(ledger):
     unsure = WordOverlapTestDouble(lambda r: overlap_reply(r).replace("0.9", "0.5"))
-    answers = provider(unsure, ledger, confidence_threshold=0.8).answer(QUERIES[:2])
+    answers = provider(unsure, ledger).answer(asked(QUERIES[:2], min_confidence=0.8))
     assert [(a.status, a.value, a.confidence) for a in answers] == [
         ("low-confidence", 0, 0.5),
         ("low-confidence", 1, 0.5),
     ]
     assert "Confidence: <probability>" in unsure.requests[0].messages[-1].content
     # Another sample seed: the unsure answers above are in the ledger under the same prompts.
-    sure = provider(WordOverlapTestDouble(), ledger, confidence_threshold=0.8, sample_seed=1)
-    assert all(a.ok for a in sure.answer(QUERIES[:2]))
+    sure = provider(WordOverlapTestDouble(), ledger, sample_seed=1)
+    assert all(a.ok for a in sure.answer(asked(QUERIES[:2], min_confidence=0.8)))
 
 
 def test_choose_by_logprobs_and_the_fallback_when_none_come_back(ledger):
@@ -244,7 +248,7 @@ def test_constraints_go_to_backends_that_support_them(ledger):
     backend = WordOverlapTestDouble(choices=True, schema=True)
     provider(backend, ledger).answer(QUERIES[:1])
     assert backend.requests[-1].choices == ("Choice 1", "Choice 2", "Choice 3", "Choice 4")
-    provider(backend, ledger, confidence_threshold=0.8).answer(QUERIES[:1])
+    provider(backend, ledger).answer(asked(QUERIES[:1], min_confidence=0.8))
     assert backend.requests[-1].json_schema["required"] == ["choice", "confidence"]
     provider(backend, ledger, constrained=False, sample_seed=3).answer(QUERIES[:1])
     assert backend.requests[-1].choices is None
@@ -309,10 +313,19 @@ def test_cache_friendly_layout_puts_the_varying_query_last():
     q1 = Query("select-category", {"query": "where is my card", "options": options})
     q2 = Query("select-category", {"query": "what rate do you use", "options": options})
     prompts = {
-        layout: [render(q, layout=layout).messages[-1].content for q in (q1, q2)]
+        layout: [render(q).messages[-1].content for q in asked([q1, q2], layout=layout)]
         for layout in ("cache-friendly", "official")
     }
     shared = {layout: _common_prefix(*texts) for layout, texts in prompts.items()}
     assert shared["cache-friendly"] > shared["official"]
     assert prompts["cache-friendly"][0].rstrip().endswith("Query: where is my card")
     assert prompts["official"][0].rstrip().endswith("Choice 3: about refunds")
+
+
+def test_asking_policy_options_are_not_backend_options():
+    with pytest.raises(GcdbenchError, match=r"order_consistency.*-p order_consistency=2"):
+        LLMOptions.split({"order_consistency": "2"})
+    with pytest.raises(GcdbenchError, match="prompt_layout"):
+        LLMOptions.split({"layout": "official"})
+    with pytest.raises(GcdbenchError, match="min_confidence must be in"):
+        AskingPolicy(min_confidence=1.5)

@@ -1,8 +1,11 @@
 """Feedback providers answer typed queries about texts, a whole batch at a time.
 
-The query kinds (what goes in ``payload`` and ``meta``, what ``Answer.value`` holds) are
-listed in :mod:`gcdbench.feedback.kinds`. A provider is built per run by a
-:class:`FeedbackProviderFactory` that a plugin registers (``register_feedback_providers``).
+A query kind (what goes in ``payload`` and ``meta``, what ``Answer.value`` holds) is a
+plugin: :class:`gcdbench.api.query_kind.QueryKind`, registered by the method that asks it
+(``gcdbench list query-kinds``). How a method wants its questions asked travels with each
+query as an :class:`AskingPolicy`, part of the method's parameters. A provider is built per
+run by a :class:`FeedbackProviderFactory` that a plugin registers
+(``register_feedback_providers``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from gcdbench.errors import GcdbenchError
 
 if TYPE_CHECKING:
     from gcdbench.api.task import Gold
@@ -29,15 +34,78 @@ STATUSES = (OK, LOW_CONFIDENCE, PARSE_FAILURE, INCONSISTENT, ERROR, BUDGET_EXHAU
             NO_CORRECT_OPTION)  # fmt: skip
 
 
+#: Option orders of a choice question (see :class:`AskingPolicy`).
+LAYOUTS = ("cache-friendly", "official")
+
+
+@dataclass(frozen=True)
+class AskingPolicy:
+    """How a method wants a question asked — declared in its parameters, so it is part of
+    the run id once, and read only by the feedback layer (oracles ignore it):
+
+    * ``orderings`` > 1 asks a choice in that many option orders and marks disagreeing
+      answers "inconsistent";
+    * ``min_confidence`` asks for a confidence and marks answers below it "low-confidence";
+    * ``layout`` orders a choice prompt's sections (``cache-friendly`` or ``official``);
+    * ``template`` picks a prompt template version other than the kind's default.
+
+    What the backend needs (temperature, token limits, log-probabilities, constrained
+    decoding) is not here: that is ``--llm-option``.
+    """
+
+    orderings: int = 1
+    min_confidence: float | None = None
+    layout: str = "cache-friendly"
+    template: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.orderings < 1:
+            raise GcdbenchError(f"asking policy: orderings must be >= 1, got {self.orderings}.")
+        if self.min_confidence is not None and not 0.0 <= self.min_confidence <= 1.0:
+            raise GcdbenchError(
+                f"asking policy: min_confidence must be in [0, 1], got {self.min_confidence}."
+            )
+        if self.layout not in LAYOUTS:
+            raise GcdbenchError(
+                f"asking policy: layout {self.layout!r} is not one of {', '.join(LAYOUTS)}."
+            )
+
+    @property
+    def filtering(self) -> bool:
+        """Whether answers can be marked unusable (low-confidence or inconsistent)."""
+        return self.min_confidence is not None or self.orderings > 1
+
+
 @dataclass(frozen=True)
 class Query:
-    """One question. ``kind`` names the query type (e.g. ``select-similar-instance``);
-    ``payload`` holds what the answerer sees (texts, options) and ``meta`` what only oracles
-    and diagnostics may read (pool ids)."""
+    """One question. ``kind`` names a registered query kind (e.g.
+    ``select-similar-instance``); ``payload`` holds what the answerer sees (texts, options),
+    ``meta`` what only oracles and diagnostics may read (pool ids), and ``policy`` how the
+    method wants it asked."""
 
     kind: str
     payload: Mapping[str, Any]
     meta: Mapping[str, Any] = field(default_factory=dict)
+    policy: AskingPolicy = field(default_factory=AskingPolicy)
+
+    def content_key(self) -> str:
+        """The question itself (kind, payload, meta; not how it is asked) as canonical JSON:
+        what seeds an oracle's noise and the option orders shown, so answers do not depend
+        on the order questions are asked in."""
+        from gcdbench.api.spec import canonical_json
+
+        return canonical_json(
+            {"kind": self.kind, "payload": _plain(self.payload), "meta": _plain(self.meta)}
+        )
+
+
+def _plain(obj: Any) -> Any:
+    """NumPy scalars and tuples as JSON has them."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    return obj.item() if hasattr(obj, "item") else obj
 
 
 @dataclass(frozen=True)

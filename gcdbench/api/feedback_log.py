@@ -10,9 +10,11 @@ the runner, which holds the gold labels, scores it
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from gcdbench.api.feedback import Answer, Query
 from gcdbench.errors import GcdbenchError, check_lengths
 
 INSTANCE = "select-similar-instance"
@@ -64,6 +66,36 @@ class DescriptionLog:
 
 
 @dataclass
+class AskedLog:
+    """One batch of questions of any registered kind, as asked and answered. The quality
+    report judges each answer, and ``encoder_values`` (what the encoder alone would have
+    answered, None where it has no opinion), with the kind's own rule
+    (:meth:`gcdbench.api.query_kind.QueryKind.judge`); ``used`` says which answers the
+    method acted on (all, when not given)."""
+
+    kind: str
+    round: int
+    queries: list[Query]
+    answers: list[Answer]
+    encoder_values: list[Any] | None = None
+    used: list[bool] | None = None
+
+    def __post_init__(self) -> None:
+        lengths = {"answers": len(self.answers)}
+        if self.encoder_values is not None:
+            lengths["encoder_values"] = len(self.encoder_values)
+        if self.used is not None:
+            lengths["used"] = len(self.used)
+        check_lengths(f"AskedLog for {self.kind}", len(self.queries), lengths, "log one per query.")
+        if any(q.kind != self.kind for q in self.queries):
+            raise GcdbenchError(f"an AskedLog for {self.kind} holds queries of another kind.")
+
+
+@dataclass
 class FeedbackLog:
+    """Everything a method asked: GLEAN's choice and description logs, and a log per batch
+    for any other kind (:class:`AskedLog`)."""
+
     choices: list[ChoiceLog] = field(default_factory=list)
     descriptions: list[DescriptionLog] = field(default_factory=list)
+    asked: list[AskedLog] = field(default_factory=list)

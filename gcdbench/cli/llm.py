@@ -9,7 +9,8 @@ from typing import Any
 import click
 from rich.table import Table
 
-from gcdbench.api.feedback import FeedbackEnv, Query
+from gcdbench.api.feedback import LAYOUTS, AskingPolicy, FeedbackEnv, Query
+from gcdbench.api.query_kind import QueryKind
 from gcdbench.cli.common import console
 from gcdbench.errors import GcdbenchError
 from gcdbench.feedback import kinds
@@ -30,7 +31,7 @@ def llm() -> None:
 
 
 @llm.command()
-@click.argument("kind", type=click.Choice(sorted(kinds.KINDS)), metavar="KIND")
+@click.argument("kind", metavar="KIND")
 @click.option("--llm", "llm_spec", default="llamacpp", show_default=True, metavar="SPEC")
 @click.option("--llm-option", "llm_options", multiple=True, metavar="KEY=VALUE")
 @click.option("--query", default=None, help="The query text (choice kinds, classification).")
@@ -39,6 +40,12 @@ def llm() -> None:
 @click.option("--known", multiple=True, help="A known category name (repeatable).")
 @click.option("--task", default=None, help='What a category is, e.g. "intent".')
 @click.option("--json", "payload_json", default=None, help="The whole payload as JSON.")
+@click.option("--orderings", default=1, show_default=True, help="Ask a choice in N option orders.")
+@click.option(
+    "--min-confidence", type=float, default=None, help="Ask for a confidence; flag answers below."
+)
+@click.option("--layout", type=click.Choice(LAYOUTS), default=LAYOUTS[0], show_default=True)
+@click.option("--template", default=None, help="A template version other than the kind's own.")
 @click.option("--show-prompt", is_flag=True, help="Print the rendered messages.")
 @click.option("--llm-offline", is_flag=True, help="Answer from the ledger only.")
 @ledger_option
@@ -52,14 +59,26 @@ def ask(
     known: tuple[str, ...],
     task: str | None,
     payload_json: str | None,
+    orderings: int,
+    min_confidence: float | None,
+    layout: str,
+    template: str | None,
     show_prompt: bool,
     llm_offline: bool,
     ledger: str | None,
 ) -> None:
-    """Send one KIND question to the provider --llm names and print what came back."""
-    payload = _payload(kind, query, list(options), list(texts), list(known), task, payload_json)
-    question = Query(kind, payload)
-    kinds.validate(question)
+    """Send one KIND question (`gcdbench list query-kinds`) to the provider --llm names and
+    print what came back; --orderings, --min-confidence, --layout and --template are the
+    asking policy a method's parameters would set."""
+    query_kind = kinds.get_kind(kind)
+    payload = _payload(
+        query_kind, query, list(options), list(texts), list(known), task, payload_json
+    )
+    policy = AskingPolicy(orderings, min_confidence, layout, template)
+    question = Query(kind, payload, policy=policy)
+    query_kind.validate(question)
+    if template is not None:
+        query_kind.template(template)  # an unknown version fails here, before any model loads
     spec = parse_llm_spec(llm_spec, option_pairs(llm_options)).canonical()
     env = FeedbackEnv(ledger_path=Path(ledger) if ledger else None, offline=llm_offline)
     provider = open_feedback(spec, env)
@@ -91,7 +110,7 @@ def ask(
 
 
 def _payload(
-    kind: str,
+    kind: QueryKind,
     query: str | None,
     options: list[str],
     texts: list[str],
@@ -99,18 +118,23 @@ def _payload(
     task: str | None,
     payload_json: str | None,
 ) -> dict[str, Any]:
+    """The flags, put in the fields the kind declares: ``--query`` in its ``query`` or
+    ``text``, ``--option`` in its options list, ``--text`` in ``texts``, ``--known`` in
+    ``known_names`` or ``known_labels``; ``--json`` adds or overrides any field."""
+    declared = {f.name for f in kind.payload}
+    lists = [getattr(kind, "options_field", None), "options", "labels"]
+    options_field = next((f for f in lists if f and f in declared), None)
     payload: dict[str, Any] = {}
-    if kind in {"select-similar-instance", "select-category"}:
-        payload = {"query": query, "options": options}
-    elif kind == "classify-into-labels":
-        payload = {"text": query if query is not None else (texts[0] if texts else None)}
-        payload["labels"] = options
-    elif kind == "characterize-cluster":
-        payload = {"texts": texts, "known_names": known}
-    elif kind == "label-generation":
-        payload = {"texts": texts, "known_labels": known}
-    elif kind == "label-merging":
-        payload = {"labels": options}
+    query_field = next((f for f in ("query", "text") if f in declared), None)
+    if query_field:
+        payload[query_field] = query if query is not None else (texts[0] if texts else None)
+    if options_field:
+        payload[options_field] = options
+    if "texts" in declared:
+        payload["texts"] = texts
+    known_field = next((f for f in ("known_names", "known_labels") if f in declared), None)
+    if known_field:
+        payload[known_field] = known
     payload = {k: v for k, v in payload.items() if v is not None and v != []}
     if task:
         payload["task"] = task

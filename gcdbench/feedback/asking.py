@@ -7,31 +7,37 @@ read (and tested) without the ledger and batching around them.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
 from gcdbench.api.feedback import Query
-from gcdbench.api.spec import canonical_json
+from gcdbench.api.parsing import Parsed
+from gcdbench.api.query_kind import ChoiceKind, QueryKind
 from gcdbench.errors import GcdbenchError
-from gcdbench.feedback import kinds, parsing, prompts
+from gcdbench.feedback import kinds, prompts
 from gcdbench.llm.api import Backend, ChatRequest
 from gcdbench.llm.options import FALSE_WORDS, TRUE_WORDS
 from gcdbench.util.random import keyed_generator
 
-_MAX_TOKENS = {kinds.CHOICE: 50, kinds.NAME_DESCRIPTION: 100, kinds.LABELS: 300}
+#: ``--llm-option`` keys that used to set the asking policy, and the method parameters that
+#: do now (one place, recorded once in the run id).
+_MOVED = {
+    "order_consistency": "the method's order_consistency parameter (-p order_consistency=2)",
+    "confidence_threshold": "the method's confidence filter (e.g. -p filter_threshold=0.8)",
+    "layout": "the method's prompt_layout parameter (-p prompt_layout=official)",
+}
 
 
 @dataclass(frozen=True)
 class LLMOptions:
-    """The provider's ``--llm-option`` keys; every one changes answers, so all are recorded
-    in the run's spec. Other keys go to the backend."""
+    """The provider's ``--llm-option`` keys: what the backend does with a prompt. Each one
+    changes answers, so all are recorded in the run's spec. Other keys go to the backend.
+    How a question is asked (option orders, confidences, layout) is the method's
+    :class:`~gcdbench.api.feedback.AskingPolicy`, not an option here."""
 
-    order_consistency: int = 1  # ask choice questions in k option orders, keep agreeing ones
-    confidence_threshold: float | None = None  # ask for a confidence; below it: low-confidence
     choose_by_logprobs: bool = False  # pick the option label with the highest log-probability
     constrained: bool = True  # restrict the reply (choices / JSON schema) where the backend can
-    layout: str = "cache-friendly"  # or "official" (GLEAN's section order)
     temperature: float = 0.0
     sample_seed: int = 0
 
@@ -42,6 +48,11 @@ class LLMOptions:
         mine: dict[str, Any] = {}
         rest: dict[str, str] = {}
         for key, raw in options.items():
+            if key in _MOVED:
+                raise GcdbenchError(
+                    f"--llm-option {key} is part of how a method asks, not of the backend; "
+                    f"use {_MOVED[key]}."
+                )
             if key not in known:
                 rest[key] = raw
                 continue
@@ -52,21 +63,14 @@ class LLMOptions:
                     f"--llm-option {key}={raw!r} is not a valid {known[key].type}; "
                     f"e.g. --llm-option {key}={getattr(cls(), key) or 1}."
                 ) from None
-        opts = cls(**mine)
-        if opts.order_consistency < 1:
-            raise GcdbenchError("--llm-option order_consistency must be >= 1 (1 = ask once).")
-        if opts.layout not in prompts.LAYOUTS:
-            raise GcdbenchError(
-                f"--llm-option layout={opts.layout!r}: use one of {', '.join(prompts.LAYOUTS)}."
-            )
-        return opts, rest
+        return cls(**mine), rest
 
 
 def _coerce(key: str, raw: str) -> Any:
-    if key in {"order_consistency", "sample_seed"}:
+    if key == "sample_seed":
         return int(raw)
-    if key in {"confidence_threshold", "temperature"}:
-        return None if raw.lower() in {"", "none", "off"} else float(raw)
+    if key == "temperature":
+        return float(raw)
     if key in {"choose_by_logprobs", "constrained"}:
         if raw.lower() in TRUE_WORDS:
             return True
@@ -82,7 +86,7 @@ class Ask:
 
     query_index: int
     query: Query
-    kind: kinds.QueryKind
+    kind: QueryKind
     order: tuple[int, ...] | None
     template_id: str
     template_sha256: str
@@ -92,76 +96,66 @@ class Ask:
 
 def orderings(query: Query, n_options: int, k: int, seed: int) -> list[tuple[int, ...]]:
     """The identity order, then up to k-1 distinct seeded permutations, a function of the
-    query's content and the seed only (so a re-run renders the same prompts)."""
+    question's key and the seed only (so a re-run renders the same prompts). While options
+    remain, each order shows a different option first, so a model that always picks the
+    first position never gives agreeing answers."""
     identity = tuple(range(n_options))
     wanted = min(k, math.factorial(n_options) if n_options <= 10 else k)
-    content = canonical_json({"kind": query.kind, "payload": dict(query.payload)})
-    rng = keyed_generator(seed, content)
-    out = [identity]
     if n_options == 2 and wanted > 1:
         return [identity, (1, 0)]
+    rng = keyed_generator(seed, query.content_key())
+    out = [identity]
     while len(out) < wanted:
         perm = tuple(int(i) for i in rng.permutation(n_options))
-        if perm not in out:
+        new_first = len(out) >= n_options or all(perm[0] != o[0] for o in out)
+        if perm not in out and new_first:
             out.append(perm)
     return out
 
 
 def build_asks(index: int, query: Query, backend: Backend, options: LLMOptions) -> list[Ask]:
     kind = kinds.validate(query)
-    if kind.answer != kinds.CHOICE:
+    if not isinstance(kind, ChoiceKind):
         return [_ask(index, query, kind, None, backend, options)]
-    n = kind.option_count(query)
-    k = max(options.order_consistency, int(query.payload.get("orderings", 1)))
+    n = len(kind.options(query))
     return [
         _ask(index, query, kind, order, backend, options)
-        for order in orderings(query, n, k, options.sample_seed)
+        for order in orderings(query, n, query.policy.orderings, options.sample_seed)
     ]
-
-
-def confidence_threshold(query: Query, options: LLMOptions) -> float | None:
-    """The query's own ``min_confidence`` (a method's filter), else the provider option."""
-    wanted = query.payload.get("min_confidence")
-    return float(wanted) if wanted is not None else options.confidence_threshold
 
 
 def _ask(
     index: int,
     query: Query,
-    kind: kinds.QueryKind,
+    kind: QueryKind,
     order: tuple[int, ...] | None,
     backend: Backend,
     options: LLMOptions,
 ) -> Ask:
     mode = prompts.PLAIN
-    if kind.answer == kinds.CHOICE:
-        if options.choose_by_logprobs and backend.supports_logprobs:
-            mode = prompts.NUMBER
-        elif confidence_threshold(query, options) is not None:
-            mode = prompts.CONFIDENCE
-    rendered = prompts.render(query, layout=options.layout, answer_mode=mode, order=order)
-    n = len(order) if order is not None else 0
     choices: tuple[str, ...] | None = None
     schema: dict[str, Any] | None = None
     labels: tuple[str, ...] | None = None
-    if kind.answer == kinds.CHOICE:
-        numbers = tuple(str(i + 1) for i in range(n))
-        if mode == prompts.NUMBER:
-            labels = numbers
-            choices = numbers if options.constrained and backend.supports_choices else None
-        elif mode == prompts.PLAIN and options.constrained and backend.supports_choices:
-            if kind.name == "classify-into-labels":
-                shown = [query.payload["labels"][j] for j in order or ()]
-                choices = tuple(dict.fromkeys(shown)) if len(set(shown)) == n else None
-            else:
-                choices = tuple(f"Choice {i}" for i in numbers)
-        elif mode == prompts.CONFIDENCE and options.constrained and backend.supports_json_schema:
-            schema = _choice_schema(n)
+    max_tokens = kind.max_tokens
+    if isinstance(kind, ChoiceKind):
+        assert order is not None  # a choice is always asked in some order
+        if options.choose_by_logprobs and backend.supports_logprobs:
+            mode = prompts.NUMBER
+            labels = tuple(str(i + 1) for i in range(len(order)))
+            choices = labels if options.constrained and backend.supports_choices else None
+            max_tokens = 5
+        elif query.policy.min_confidence is not None:
+            mode = prompts.CONFIDENCE
+            if options.constrained and backend.supports_json_schema:
+                schema = kind.choice_schema(len(order))
+        elif options.constrained and backend.supports_choices:
+            choices = kind.reply_choices(query, order)
     elif options.constrained and backend.supports_json_schema:
-        schema = _NAME_SCHEMA if kind.answer == kinds.NAME_DESCRIPTION else _LABELS_SCHEMA
+        schema = kind.json_schema(query)
+    rendered = prompts.render(query, answer_mode=mode, order=order)
     request = ChatRequest(
         messages=rendered.messages,
-        max_tokens=5 if mode == prompts.NUMBER else _MAX_TOKENS[kind.answer],
+        max_tokens=max_tokens,
         temperature=options.temperature,
         seed=options.sample_seed,
         choices=choices,
@@ -173,39 +167,9 @@ def _ask(
     )
 
 
-def _choice_schema(n: int) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": {
-            "choice": {"type": "integer", "minimum": 1, "maximum": n},
-            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
-        },
-        "required": ["choice", "confidence"],
-    }
-
-
-_NAME_SCHEMA = {
-    "type": "object",
-    "properties": {"name": {"type": "string"}, "description": {"type": "string"}},
-    "required": ["name", "description"],
-}
-_LABELS_SCHEMA = {
-    "type": "object",
-    "properties": {"labels": {"type": "array", "items": {"type": "string"}}},
-    "required": ["labels"],
-}
-
-
-def decode(
-    ask: Ask, text: str, option_logprobs: Mapping[str, float] | None
-) -> tuple[parsing.Parsed, bool]:
+def decode(ask: Ask, text: str, option_logprobs: Mapping[str, float] | None) -> tuple[Parsed, bool]:
     """The reply's value in *shown* positions (for choices), and whether logprobs were asked
     for but missing (a fallback to parsing the text)."""
-    if ask.kind.answer == kinds.NAME_DESCRIPTION:
-        return parsing.parse_name_description(text), False
-    if ask.kind.answer == kinds.LABELS:
-        return parsing.parse_labels(text), False
-    n = len(ask.order or ())
     labels = ask.request.option_labels
     if labels:
         scores = {
@@ -216,8 +180,5 @@ def decode(
         if scores:
             best = max(scores, key=lambda lab: scores[lab])
             total = sum(math.exp(v) for v in scores.values())
-            return parsing.Parsed(labels.index(best), math.exp(scores[best]) / total), False
-    shown_labels: Sequence[str] | None = None
-    if ask.kind.name == "classify-into-labels":
-        shown_labels = [ask.query.payload["labels"][j] for j in ask.order or ()]
-    return parsing.parse_choice(text, n, shown_labels), bool(labels)
+            return Parsed(labels.index(best), math.exp(scores[best]) / total), False
+    return ask.kind.decode(ask.query, text, ask.order), bool(labels)

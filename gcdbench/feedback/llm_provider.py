@@ -25,10 +25,10 @@ from gcdbench.api.feedback import (
     Query,
 )
 from gcdbench.api.progress import report_answers
+from gcdbench.api.query_kind import ChoiceKind
 from gcdbench.errors import GcdbenchError
-from gcdbench.feedback import kinds
 from gcdbench.feedback.accounting import Budget, FeedbackStats
-from gcdbench.feedback.asking import Ask, LLMOptions, build_asks, confidence_threshold, decode
+from gcdbench.feedback.asking import Ask, LLMOptions, build_asks, decode
 from gcdbench.feedback.ledger import Entry, Ledger, ledger_key
 from gcdbench.llm.api import Backend, ChatRequest, ChatResult
 from gcdbench.llm.pricing import cost
@@ -241,10 +241,12 @@ class LLMFeedbackProvider(FeedbackProvider):
             return Answer(None, INCONSISTENT, raw, cached=cached)
         known = [c for c in confidences if c is not None]
         confidence = min(known) if len(known) == len(confidences) else None
-        threshold = confidence_threshold(query, self.options)
+        threshold = query.policy.min_confidence
+        kind = replies[0][0].kind
+        value = kind.value(values[0]) if isinstance(kind, ChoiceKind) else values[0]
         if threshold is not None and (confidence is None or confidence < threshold):
-            return Answer(values[0], LOW_CONFIDENCE, raw, confidence, cached)
-        return Answer(values[0], OK, raw, confidence, cached)
+            return Answer(value, LOW_CONFIDENCE, raw, confidence, cached)
+        return Answer(value, OK, raw, confidence, cached)
 
     def _offline_miss(
         self, asks: list[Ask], keys: list[str], stored: Mapping[str, Entry], n_queries: int
@@ -320,4 +322,4 @@ def _price(identity: Mapping[str, str], result: ChatResult) -> float | None:
     return cost(identity, result.prompt_tokens, result.completion_tokens)
 
 
-__all__ = ["LLMFeedbackProvider", "LLMOptions", "kinds"]
+__all__ = ["LLMFeedbackProvider", "LLMOptions"]

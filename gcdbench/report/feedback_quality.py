@@ -19,7 +19,10 @@ they follow docs/methods/glean.md §8.2 item 3 and §5.2):
   ``encoder_position_bias`` the same over questions with an encoder choice;
 * a description is matched to its most cosine-similar gold class name; coverage is the
   number of distinct classes matched over K, uniformity the normalised entropy of the match
-  histogram, informativeness their product with the mean best cosine.
+  histogram, informativeness their product with the mean best cosine;
+* any other kind a method logs (``FeedbackLog.asked``) is judged answer by answer with the
+  kind's own rule (:meth:`gcdbench.api.query_kind.QueryKind.judge`), beside the encoder's
+  answers where the method logged them; a kind without a rule is reported as unscored.
 """
 
 from __future__ import annotations
@@ -34,9 +37,19 @@ import numpy as np
 
 from gcdbench.api.encoder import Encoder
 from gcdbench.api.feedback import LOW_CONFIDENCE, PARSE_FAILURE, STATUSES
-from gcdbench.api.feedback_log import CATEGORY, INSTANCE, ChoiceLog, DescriptionLog, FeedbackLog
+from gcdbench.api.feedback_log import (
+    CATEGORY,
+    INSTANCE,
+    AskedLog,
+    ChoiceLog,
+    DescriptionLog,
+    FeedbackLog,
+)
+from gcdbench.api.query_kind import GoldView
 from gcdbench.api.task import Gold
+from gcdbench.api.toolkit import l2_normalise
 from gcdbench.errors import GcdbenchError
+from gcdbench.feedback.kinds import get_kind
 
 #: The label of an option with no gold reading (a cluster without pool members).
 NO_CLASS = -1
@@ -67,6 +80,50 @@ def score_feedback_log(
     }
     if log.descriptions:
         out["descriptions"] = score_descriptions(log.descriptions, gold, describe_encoder)
+    if log.asked:
+        out["kinds"] = score_asked(log.asked, gold)
+    return out
+
+
+def score_asked(logs: Sequence[AskedLog], gold: Gold) -> dict[str, Any]:
+    """Per kind, over every batch of it: each answer (and each encoder answer) judged by the
+    kind's own rule. A kind that cannot judge says so instead of a number."""
+    view = GoldView(gold)
+    out: dict[str, Any] = {}
+    for name in sorted({log.kind for log in logs}):
+        kind = get_kind(name)
+        batches = [log for log in logs if log.kind == name]
+        statuses: Counter[str] = Counter()
+        rows = []
+        for log in batches:
+            used = log.used if log.used is not None else [True] * len(log.queries)
+            encoder = log.encoder_values or [None] * len(log.queries)
+            for query, answer, enc, use in zip(
+                log.queries, log.answers, encoder, used, strict=True
+            ):
+                statuses[answer.status] += 1
+                right = kind.judge(query, answer.value, view) if answer.value is not None else None
+                enc_right = kind.judge(query, enc, view) if enc is not None else None
+                rows.append((answer.value is not None, right, enc_right, bool(use)))
+        answered = [r for r in rows if r[0]]
+        judged = [r for r in answered if r[1] is not None]
+        summary: dict[str, Any] = {
+            "asked": len(rows),
+            "answered": len(answered),
+            "statuses": dict(sorted(statuses.items())),
+        }
+        if answered and not judged:
+            summary["scored"] = f"{name} declares no gold judgement (QueryKind.judge)"
+            out[name] = summary
+            continue
+        used = [r for r in judged if r[3]]
+        encoder = [r for r in rows if r[2] is not None]
+        summary.update(
+            feedback_accuracy=_ratio(sum(bool(r[1]) for r in judged), len(judged)),
+            feedback_accuracy_used=_ratio(sum(bool(r[1]) for r in used), len(used)),
+            encoder_accuracy=_ratio(sum(bool(r[2]) for r in encoder), len(encoder)),
+        )
+        out[name] = summary
     return out
 
 
@@ -280,8 +337,7 @@ def _load_encoder(source: EncoderSource) -> Encoder:
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float64)
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return l2_normalise(np.asarray(vectors, dtype=np.float64))
 
 
 def _normalised_entropy(histogram: np.ndarray) -> float | None:

@@ -16,42 +16,33 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gcdbench.api.feedback import Answer, FeedbackProvider, Query
+from gcdbench.api.feedback import Answer, AskingPolicy, FeedbackProvider, Query
 from gcdbench.api.feedback_log import CATEGORY, ChoiceLog, FeedbackLog
 from gcdbench.api.progress import Reporter, answers_reported_to
 from gcdbench.api.task import GCDTask
 
-if TYPE_CHECKING:  # the runner implements it; the engine never imports the runner
-    from gcdbench.runner.context import RunContext
+if TYPE_CHECKING:
+    from gcdbench.api.context import RunContext
 
 CHARACTERIZE = "characterize-cluster"
 
 
 @dataclass(frozen=True)
 class AskingStyle:
-    """How choice questions are asked: demonstrations, and the quality filters a method
-    applies (``min_confidence`` asks for a confidence and drops answers below it;
-    ``orderings`` > 1 asks in that many option orders and drops disagreeing answers)."""
+    """What a method shows with its choice questions (demonstrations: GLEAN's "Task
+    Context") and how it asks them (its :class:`AskingPolicy`, from its parameters)."""
 
     demonstrations: Sequence[tuple[str, str]] = ()
-    min_confidence: float | None = None
-    orderings: int = 1
-    template: str | None = None
+    policy: AskingPolicy = field(default_factory=AskingPolicy)
 
     @property
     def filtering(self) -> bool:
-        return self.min_confidence is not None or self.orderings > 1
+        return self.policy.filtering
 
     def payload(self, task: GCDTask, query: str, options: Sequence[str]) -> dict[str, Any]:
         out: dict[str, Any] = {"query": query, "options": list(options), "task": task.task_word}
         if self.demonstrations:
             out["demonstrations"] = [list(pair) for pair in self.demonstrations]
-        if self.min_confidence is not None:
-            out["min_confidence"] = float(self.min_confidence)
-        if self.orderings > 1:
-            out["orderings"] = int(self.orderings)
-        if self.template:
-            out["template"] = self.template
         return out
 
 
@@ -127,7 +118,7 @@ class Asker:
         """One batch of ``kind`` questions, anchor i choosing among ``option_texts[i]``."""
         texts = self.task.train.texts
         queries = [
-            Query(kind, style.payload(self.task, texts[int(a)], shown), dict(m))
+            Query(kind, style.payload(self.task, texts[int(a)], shown), dict(m), style.policy)
             for a, shown, m in zip(anchors, option_texts, meta, strict=True)
         ]
         with self.ctx.timed(f"feedback:{kind}"), _tally(self.ctx.reporter, kind, len(queries)):
@@ -155,7 +146,7 @@ class Asker:
         texts: Sequence[str],
         *,
         known_names: Sequence[str] = (),
-        template: str | None = None,
+        policy: AskingPolicy | None = None,
         part: str = "train",
     ) -> list[Answer]:
         """A name and description (``Answer.value``, a dict; None where nothing usable came
@@ -168,12 +159,10 @@ class Asker:
             }
             if known_names:
                 payload["known_names"] = list(known_names)
-            if template:
-                payload["template"] = template
             meta: dict[str, Any] = {"ids": [int(i) for i in ids]}
             if part != "train":
                 meta["part"] = part
-            queries.append(Query(CHARACTERIZE, payload, meta))
+            queries.append(Query(CHARACTERIZE, payload, meta, policy or AskingPolicy()))
         # Characterising the final test clusters is the methods' naming step (GLEAN, Loop).
         naming = self.ctx.reporter.stage("naming") if part == "test" else nullcontext()
         with (

@@ -24,6 +24,7 @@ import numpy as np
 
 from gcdbench import hookimpl, registry
 from gcdbench.api import GCDTask, Method, MethodOutput
+from gcdbench.api.feedback import LAYOUTS, AskingPolicy
 from gcdbench.api.feedback_log import CATEGORY, INSTANCE, DescriptionLog
 from gcdbench.api.method import ClusterInfo, Component, param
 from gcdbench.api.miner import ClusterState
@@ -54,6 +55,7 @@ from gcdbench.training.questions import (
     known_class_demonstrations,
 )
 from gcdbench.training.rounds import RoundPlan
+from gcdbench_builtins import glean_kinds
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,11 @@ class GleanParams(RoundParams):
         False, help="novel-class gold examples as category demos (leaks labels; recorded)"
     )
     name_clusters: bool = param(True, help="name and describe the final test clusters")
+    prompt_layout: str = param(
+        "cache-friendly",
+        choices=LAYOUTS,
+        help="choice prompts: options before the query (cache-friendly) or GLEAN's order",
+    )
 
 
 _GLEAN_PAPER = {
@@ -195,10 +202,10 @@ class GleanRounds:
         self.miner = registry.get("miner", params.sampling)
         self.asker = Asker(task, ctx)
         demo, filtering = method.enabled("demo"), method.enabled("filter")
-        filters: dict[str, Any] = (
-            {"min_confidence": params.filter_threshold, "orderings": params.order_consistency}
-            if filtering
-            else {}
+        self.policy = AskingPolicy(
+            orderings=params.order_consistency if filtering else 1,
+            min_confidence=params.filter_threshold if filtering else None,
+            layout=params.prompt_layout,
         )
         self.leaky = demo and params.leaky_category_demos
         category_demos: list[tuple[str, str]] = []
@@ -211,9 +218,9 @@ class GleanRounds:
                 else known_class_demonstrations(task, params.category_demos_per_class)
             )
         self.instance_style = AskingStyle(
-            known_class_demonstrations(task, params.demos_per_class) if demo else (), **filters
+            known_class_demonstrations(task, params.demos_per_class) if demo else (), self.policy
         )
-        self.category_style = AskingStyle(category_demos, **filters)
+        self.category_style = AskingStyle(category_demos, self.policy)
 
     def __call__(self, state: ClusterState, index: int, texts: Any) -> RoundPlan:
         rng = self.ctx.rng(f"glean-round-{index}")
@@ -348,3 +355,10 @@ class GleanRounds:
 @hookimpl
 def register_methods(register):
     register(Glean)
+
+
+@hookimpl
+def register_query_kinds(register):
+    # GLEAN's questions; Loop asks them too (with its own templates).
+    for kind in glean_kinds.KINDS:
+        register(kind)

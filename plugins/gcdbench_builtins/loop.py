@@ -24,6 +24,7 @@ from scipy.optimize import linear_sum_assignment
 
 from gcdbench import hookimpl, registry
 from gcdbench.api import GCDTask, Method, MethodOutput
+from gcdbench.api.feedback import LAYOUTS, AskingPolicy
 from gcdbench.api.feedback_log import INSTANCE
 from gcdbench.api.method import ClusterInfo, Component, param
 from gcdbench.api.miner import ClusterState
@@ -60,6 +61,11 @@ class LoopParams(RoundParams):
     )
     options: int = param(2, ge=2, help="|q|: candidate neighbours per question (official: 2)")
     naming_texts: int = param(3, ge=1, help="texts per novel cluster in the naming question")
+    prompt_layout: str = param(
+        "cache-friendly",
+        choices=LAYOUTS,
+        help="the neighbour prompt: options before the query (cache-friendly) or after",
+    )
 
 
 _LOOP_PAPER = {"feat_dim": 128, "epochs": 50, "batch_size": 128, "ce_weight": 0.5}
@@ -142,7 +148,8 @@ class LoopRounds:
         self.task, self.ctx, self.params = task, ctx, params
         self.miner = registry.get("miner", params.sampling)
         self.asker = Asker(task, ctx)
-        self.style = AskingStyle(template="loop-v1")
+        self.policy = AskingPolicy(template="loop-v1", layout=params.prompt_layout)
+        self.style = AskingStyle(policy=self.policy)
 
     def __call__(self, state: ClusterState, index: int, texts: Any) -> RoundPlan:
         rng = self.ctx.rng(f"loop-round-{index}")
@@ -194,7 +201,7 @@ class LoopRounds:
             [row.tolist() for row in reps],
             self.task.test.texts,
             known_names=self.task.known_class_names,
-            template="loop-v1",
+            policy=self.policy,
             part="test",
         )
         for i, answer in zip(novel, answers, strict=True):
