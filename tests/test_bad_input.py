@@ -223,6 +223,6 @@ def test_valid_llm_specs_keep_their_canonical_strings():
     assert resolve_llm("openai:gpt-4o-mini") == "openai:gpt-4o-mini"
     assert resolve_llm("noisy-oracle:0.8") == "noisy-oracle:0.8"
     assert resolve_llm("oracle") == "oracle"
-    assert resolve_llm("llm:openai:gpt-4o-mini", {"order_consistency": "2"}) == (
-        "openai:gpt-4o-mini;order_consistency=2"
+    assert resolve_llm("llm:openai:gpt-4o-mini", {"temperature": "0.5"}) == (
+        "openai:gpt-4o-mini;temperature=0.5"
     )

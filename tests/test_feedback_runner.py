@@ -113,7 +113,7 @@ def test_oracle_run_records_simulated_feedback(tmp_path, shared_data, asking_met
         (["test-asking", "--llm", "orcale"], "Did you mean 'oracle'"),
         (["test-asking", "--llm", "noisy-oracle:2"], "probability in [0, 1]"),
         (
-            ["test-asking", "--llm", "oracle", "--llm-option", "order_consistency=2"],
+            ["test-asking", "--llm", "oracle", "--llm-option", "temperature=0.5"],
             "takes no --llm-option",
         ),
         (["test-asking", "--llm", "oracle", "--llm-budget", "ten"], "--llm-budget takes"),

@@ -23,7 +23,7 @@ from threadpoolctl import threadpool_limits
 
 from gcdbench import hookimpl, registry
 from gcdbench.api.dataset import DatasetDefinition
-from gcdbench.api.feedback import LOW_CONFIDENCE, OK, PARSE_FAILURE, Answer, Query
+from gcdbench.api.feedback import LOW_CONFIDENCE, OK, PARSE_FAILURE, Answer, AskingPolicy, Query
 from gcdbench.api.feedback_log import CATEGORY, INSTANCE
 from gcdbench.api.spec import RunSpec
 from gcdbench.cli import cli
@@ -402,11 +402,11 @@ def test_asking_style_payload_and_usable():
         "task": task.task_word,
     }
     assert not plain.filtering
-    strict = AskingStyle([("t", "lost_card")], min_confidence=0.8, orderings=2, template="v")
+    strict = AskingStyle([("t", "lost_card")], AskingPolicy(orderings=2, min_confidence=0.8))
     payload = strict.payload(task, "q", ["a", "b"])
-    assert payload["demonstrations"] == [["t", "lost_card"]]
-    assert (payload["min_confidence"], payload["orderings"], payload["template"]) == (0.8, 2, "v")
-    assert strict.filtering and AskingStyle(orderings=2).filtering
+    # How to ask is the policy's, not the payload's: the question alone is the payload.
+    assert payload["demonstrations"] == [["t", "lost_card"]] and len(payload) == 4
+    assert strict.filtering and AskingStyle(policy=AskingPolicy(orderings=2)).filtering
 
     low = Answer(1, status=LOW_CONFIDENCE, confidence=0.3)
     assert usable(low, plain) and not usable(low, strict)
@@ -421,8 +421,9 @@ def test_filters_set_by_glean_render_in_the_prompts(banking_rounds):
     options = ["how do I top up", "where is my card", "close my account"]
 
     def asks(rounds: GleanRounds) -> list[Any]:
-        payload = rounds.instance_style.payload(task, "my card has not come", options)
-        return build_asks(0, Query(INSTANCE, payload), backend, LLMOptions())
+        style = rounds.instance_style
+        payload = style.payload(task, "my card has not come", options)
+        return build_asks(0, Query(INSTANCE, payload, policy=style.policy), backend, LLMOptions())
 
     filtered = asks(build(order_consistency=1)[0])
     assert len(filtered) == 1 and filtered[0].answer_mode == prompts.CONFIDENCE

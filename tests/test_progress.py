@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from gcdbench.api.feedback import AskingPolicy, Query
 from gcdbench.cli.progress import ProgressReporter, make_reporter
 from gcdbench.feedback.asking import LLMOptions
 from gcdbench.feedback.ledger import Ledger
@@ -147,8 +148,9 @@ def test_ledger_hits_first_then_each_answer_as_it_arrives(tmp_path: Path) -> Non
 
 def test_a_question_asked_in_two_orders_is_done_when_both_are_in() -> None:
     backend = ReportingDouble()
-    provider = LLMFeedbackProvider(backend, None, LLMOptions(order_consistency=2))
-    calls = _listen(provider, QUERIES[:2])
+    provider = LLMFeedbackProvider(backend, None, LLMOptions())
+    twice = [Query(q.kind, q.payload, q.meta, AskingPolicy(orderings=2)) for q in QUERIES[:2]]
+    calls = _listen(provider, twice)
     assert sum(done for done, _ in calls) == 2
     assert len(backend.requests) == 4  # two prompts per question, one report per question
 

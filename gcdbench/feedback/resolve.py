@@ -46,7 +46,7 @@ def option_pairs(values: Sequence[str]) -> dict[str, str]:
         if not sep or not key.strip():
             raise GcdbenchError(
                 f"--llm-option takes KEY=VALUE, got {value!r}; e.g. --llm-option "
-                "order_consistency=2."
+                "temperature=0.7."
             )
         out[key.strip()] = raw.strip()
     return out

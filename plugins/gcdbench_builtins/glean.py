@@ -133,7 +133,10 @@ class Glean(Method):
         "K-means on test features; clusters named by the LLM. Defaults = the cpu preset with "
         "the embedded local LLM; presets: cpu, paper (GPU), smoke"
     )
-    version = "2"  # 2: the rounds draw from their own stage, cache hit or miss
+    # 2: the rounds draw from their own stage, cache hit or miss. 3: the asking policy is a
+    # parameter (prompt_layout added); noisy-oracle draws and the second option order are
+    # keyed by the question alone (no longer by how it is asked), so simulated answers move.
+    version = "3"
     uses = ("encoder", "loss", "miner", "feedback")
     components = (
         Component("instance-instance", "similar-instance feedback (ablated: kNN positives)"),
@@ -343,8 +346,9 @@ class GleanRounds:
             "instance_demonstrations": len(self.instance_style.demonstrations),
             "category_demonstrations": len(self.category_style.demonstrations),
             "category_demonstrations_leak_novel_labels": self.leaky,
-            "min_confidence": self.instance_style.min_confidence,
-            "orderings": self.instance_style.orderings,
+            "min_confidence": self.policy.min_confidence,
+            "orderings": self.policy.orderings,
+            "prompt_layout": self.policy.layout,
             "exclude_anchor_from_candidates": self.params.variant == "paper",
             "alignment_denominator": "with positive"
             if self.params.variant == "paper"

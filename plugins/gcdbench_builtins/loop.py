@@ -80,7 +80,10 @@ class Loop(Method):
         "learning + 0.5·CE; K-means on test features; novel clusters named by the LLM. "
         "Defaults = the cpu preset; presets: cpu, paper (GPU), smoke"
     )
-    version = "2"  # 2: the rounds draw from their own stage, cache hit or miss
+    # 2: the rounds draw from their own stage, cache hit or miss. 3: the asking policy is a
+    # parameter (prompt_layout added); noisy-oracle draws and the second option order are
+    # keyed by the question alone (no longer by how it is asked), so simulated answers move.
+    version = "3"
     uses = ("encoder", "loss", "miner", "feedback")
     components = (
         Component("llm", "the LLM's neighbour choice (ablated: random kNN positives)"),
