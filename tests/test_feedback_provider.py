@@ -329,3 +329,30 @@ def test_asking_policy_options_are_not_backend_options():
         LLMOptions.split({"layout": "official"})
     with pytest.raises(GcdbenchError, match="min_confidence must be in"):
         AskingPolicy(min_confidence=1.5)
+
+
+def test_an_unconstrained_reply_that_does_not_parse_is_asked_once_more(ledger):
+    def reply(request: ChatRequest) -> str:
+        retried = request.messages[-1].content.startswith("Your reply could not be read")
+        return overlap_reply(_first_turn(request)) if retried else "?"
+
+    backend = WordOverlapTestDouble(reply)
+    p = provider(backend, ledger)
+    answers = p.answer(QUERIES[:3])
+    assert [a.value for a in answers] == [0, 1, 2] and all(a.ok for a in answers)
+    retried = backend.requests[3]
+    assert [m.role for m in retried.messages[-2:]] == ["assistant", "user"]
+    assert retried.messages[-2].content == "?"
+    assert p.describe()["stats"]["per_kind"]["select-similar-instance"]["parse_retries"] == 3
+    # Both turns are in the ledger: a re-run replays them without the backend.
+    again = WordOverlapTestDouble(lambda r: "unused")
+    assert [a.value for a in provider(again, ledger).answer(QUERIES[:3])] == [0, 1, 2]
+    assert again.calls == 0
+    # A constrained reply always parses, so a backend with choices is never asked twice.
+    constrained = WordOverlapTestDouble(lambda r: "?", choices=True)
+    provider(constrained, None, sample_seed=5).answer(QUERIES[:1])
+    assert len(constrained.requests) == 1
+
+
+def _first_turn(request: ChatRequest) -> ChatRequest:
+    return ChatRequest(messages=request.messages[:2])

@@ -62,6 +62,7 @@ class KindStats:
     cost_usd: float = 0.0
     cost_unknown_requests: int = 0
     logprob_fallbacks: int = 0  # logprobs asked for but not returned: the text was parsed
+    parse_retries: int = 0  # unconstrained replies that did not parse, asked once more
     statuses: Counter[str] = field(default_factory=Counter)
     positions: Counter[int] = field(default_factory=Counter)  # 1-based shown position
 
@@ -77,6 +78,7 @@ class KindStats:
             "cost_usd": None if self.cost_unknown_requests else round(self.cost_usd, 6),
             "cost_unknown_requests": self.cost_unknown_requests,
             "logprob_fallbacks": self.logprob_fallbacks,
+            "parse_retries": self.parse_retries,
             "statuses": dict(sorted(self.statuses.items())),
             "chosen_positions": {str(k): v for k, v in sorted(self.positions.items())},
         }
@@ -125,6 +127,7 @@ class FeedbackStats:
                 "prompt_tokens",
                 "completion_tokens",
                 "logprob_fallbacks",
+                "parse_retries",
             )
         }
         total["latency_s"] = round(sum(k.latency_s for k in self.kinds.values()), 3)

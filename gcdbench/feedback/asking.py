@@ -6,17 +6,18 @@ read (and tested) without the ledger and batching around them.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from gcdbench.api.feedback import Query
+from gcdbench.api.feedback import OK, Query
 from gcdbench.api.parsing import Parsed
 from gcdbench.api.query_kind import ChoiceKind, QueryKind
 from gcdbench.errors import GcdbenchError
 from gcdbench.feedback import kinds, prompts
-from gcdbench.llm.api import Backend, ChatRequest
+from gcdbench.llm.api import Backend, ChatMessage, ChatRequest, ChatResult
 from gcdbench.llm.options import FALSE_WORDS, TRUE_WORDS
 from gcdbench.util.random import keyed_generator
 
@@ -92,6 +93,7 @@ class Ask:
     template_sha256: str
     request: ChatRequest
     answer_mode: str
+    retry: bool = False  # asked again after a reply that could not be read
 
 
 def orderings(query: Query, n_options: int, k: int, seed: int) -> list[tuple[int, ...]]:
@@ -182,3 +184,32 @@ def decode(ask: Ask, text: str, option_logprobs: Mapping[str, float] | None) -> 
             total = sum(math.exp(v) for v in scores.values())
             return Parsed(labels.index(best), math.exp(scores[best]) / total), False
     return ask.kind.decode(ask.query, text, ask.order), bool(labels)
+
+
+#: The turn that asks again after a reply that could not be read.
+RETRY_PROMPT = (
+    "Your reply could not be read. Answer again, exactly in the answer format asked for above, "
+    "and nothing else."
+)
+
+
+def needs_retry(ask: Ask, result: ChatResult) -> bool:
+    """A reply that nothing constrained (no choices, schema or log-probabilities) and that
+    does not decode, to an ask that is not itself a retry."""
+    request = ask.request
+    constrained = request.choices or request.json_schema is not None or request.option_labels
+    if constrained or ask.retry:
+        return False
+    return decode(ask, result.text, result.option_logprobs)[0].status != OK
+
+
+def retry_ask(ask: Ask, reply: str) -> Ask:
+    """The same question once more: the conversation so far, then :data:`RETRY_PROMPT`."""
+    messages = (
+        *ask.request.messages,
+        ChatMessage("assistant", reply),
+        ChatMessage("user", RETRY_PROMPT),
+    )
+    return dataclasses.replace(
+        ask, request=dataclasses.replace(ask.request, messages=messages), retry=True
+    )

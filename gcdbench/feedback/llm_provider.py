@@ -28,7 +28,14 @@ from gcdbench.api.progress import report_answers
 from gcdbench.api.query_kind import ChoiceKind
 from gcdbench.errors import GcdbenchError
 from gcdbench.feedback.accounting import Budget, FeedbackStats
-from gcdbench.feedback.asking import Ask, LLMOptions, build_asks, decode
+from gcdbench.feedback.asking import (
+    Ask,
+    LLMOptions,
+    build_asks,
+    decode,
+    needs_retry,
+    retry_ask,
+)
 from gcdbench.feedback.ledger import Entry, Ledger, ledger_key
 from gcdbench.llm.api import Backend, ChatRequest, ChatResult
 from gcdbench.llm.pricing import cost
@@ -82,6 +89,37 @@ class LLMFeedbackProvider(FeedbackProvider):
         asks = [
             a for i, q in enumerate(queries) for a in build_asks(i, q, self.backend, self.options)
         ]
+        replies = self._fetch(asks, len(queries), report=True)
+        # A reply nothing constrained that does not parse is asked once more, with the reply
+        # and a reminder of the format (a constrained reply always parses). The retry is a
+        # request like any other: in the ledger, replayed offline, counted.
+        retries = [
+            (i, retry_ask(ask, result.text))
+            for i, (ask, (source, result)) in enumerate(zip(asks, replies, strict=True))
+            if result is not None and result.ok and needs_retry(ask, result)
+        ]
+        if retries:
+            again = self._fetch([ask for _, ask in retries], len(queries), report=False)
+            for (i, ask), reply in zip(retries, again, strict=True):
+                self.stats.kind(ask.kind.name).parse_retries += 1
+                asks[i], replies[i] = ask, reply
+        per_query: dict[int, list[tuple[Ask, str, Any]]] = {}
+        for ask, (source, result) in zip(asks, replies, strict=True):
+            per_query.setdefault(ask.query_index, []).append((ask, source, result))
+        answers = []
+        for i, query in enumerate(queries):
+            answer = self._combine(query, per_query[i])
+            stats = self.stats.kind(query.kind)
+            stats.queries += 1
+            stats.statuses[answer.status] += 1
+            answers.append(answer)
+        return answers
+
+    def _fetch(
+        self, asks: list[Ask], n_queries: int, *, report: bool
+    ) -> list[tuple[str, ChatResult | None]]:
+        """Each ask's reply and where it came from ("ledger", "backend", or "refused" with
+        None): the ledger first, the misses in one backend call."""
         for ask in asks:
             self.templates[ask.template_id] = ask.template_sha256
         keys = [
@@ -90,11 +128,11 @@ class LLMFeedbackProvider(FeedbackProvider):
         stored = self.ledger.get_many(keys) if self.ledger is not None else {}
         missing = list(dict.fromkeys(k for k in keys if k not in stored))
         if missing and self.offline:
-            self._offline_miss(asks, keys, stored, len(queries))
-        arrivals = _Arrivals(asks, keys, stored)
+            self._offline_miss(asks, keys, stored, n_queries)
+        arrivals = _Arrivals(asks, keys, stored, report=report)
         fresh, refused = self._ask_backend(asks, keys, missing, arrivals)
 
-        per_query: dict[int, list[tuple[Ask, str, Any]]] = {}
+        out: list[tuple[str, ChatResult | None]] = []
         seen_hit: set[str] = set()
         for ask, key in zip(asks, keys, strict=True):
             stats = self.stats.kind(ask.kind.name)
@@ -110,20 +148,12 @@ class LLMFeedbackProvider(FeedbackProvider):
                     completion_tokens=entry.completion_tokens,
                     option_logprobs=dict(entry.option_logprobs) if entry.option_logprobs else None,
                 )
-                per_query.setdefault(ask.query_index, []).append((ask, "ledger", result))
+                out.append(("ledger", result))
             elif key in refused:
-                per_query.setdefault(ask.query_index, []).append((ask, "refused", None))
+                out.append(("refused", None))
             else:
-                per_query.setdefault(ask.query_index, []).append((ask, "backend", fresh[key]))
-
-        answers = []
-        for i, query in enumerate(queries):
-            answer = self._combine(query, per_query[i])
-            stats = self.stats.kind(query.kind)
-            stats.queries += 1
-            stats.statuses[answer.status] += 1
-            answers.append(answer)
-        return answers
+                out.append(("backend", fresh[key]))
+        return out
 
     def _ask_backend(
         self, asks: list[Ask], keys: list[str], missing: list[str], arrivals: _Arrivals
@@ -288,7 +318,15 @@ class _Arrivals:
     A question is done when its last prompt is in; one answered wholly from the ledger is
     done, and a ledger hit, before anything is sent."""
 
-    def __init__(self, asks: Sequence[Ask], keys: Sequence[str], stored: Mapping[str, Entry]):
+    def __init__(
+        self,
+        asks: Sequence[Ask],
+        keys: Sequence[str],
+        stored: Mapping[str, Entry],
+        *,
+        report: bool = True,
+    ) -> None:
+        self.report = report  # retries of a batch already reported: counted once, not twice
         self.pending: dict[int, set[str]] = defaultdict(set)
         for ask, key in zip(asks, keys, strict=True):
             pending = self.pending[ask.query_index]  # every query gets an entry
@@ -299,7 +337,8 @@ class _Arrivals:
             for key in pending:
                 self.waiting_on[key].append(query)
         cached = sum(not pending for pending in self.pending.values())
-        report_answers(cached, cached)
+        if report:
+            report_answers(cached, cached)
 
     def arrived(self, key: str) -> None:
         done = 0
@@ -307,7 +346,8 @@ class _Arrivals:
             pending = self.pending[query]
             pending.discard(key)
             done += not pending
-        report_answers(done)
+        if self.report:
+            report_answers(done)
 
 
 def _chat(

@@ -45,8 +45,7 @@ def option_pairs(values: Sequence[str]) -> dict[str, str]:
         key, sep, raw = value.partition("=")
         if not sep or not key.strip():
             raise GcdbenchError(
-                f"--llm-option takes KEY=VALUE, got {value!r}; e.g. --llm-option "
-                "temperature=0.7."
+                f"--llm-option takes KEY=VALUE, got {value!r}; e.g. --llm-option temperature=0.7."
             )
         out[key.strip()] = raw.strip()
     return out
