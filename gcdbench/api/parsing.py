@@ -87,8 +87,8 @@ def parse_choice(text: str, n_options: int, labels: Sequence[str] | None = None)
             if index < n_options:
                 return Parsed(index, confidence)
     if number is None and labels is not None:
-        index = match_label(body, labels)
-        return Parsed(index, confidence) if index is not None else FAILED
+        named = match_label(body, labels)
+        return Parsed(named, confidence) if named is not None else FAILED
     if number is None or not 1 <= number <= n_options:
         return FAILED
     return Parsed(number - 1, confidence)

@@ -158,7 +158,7 @@ class LLMFeedbackProvider(FeedbackProvider):
     def _ask_backend(
         self, asks: list[Ask], keys: list[str], missing: list[str], arrivals: _Arrivals
     ) -> tuple[dict[str, ChatResult], set[str]]:
-        first_ask = {}
+        first_ask: dict[str, Ask] = {}
         for ask, key in zip(asks, keys, strict=True):
             first_ask.setdefault(key, ask)
         fresh: dict[str, ChatResult] = {}
@@ -177,11 +177,12 @@ class LLMFeedbackProvider(FeedbackProvider):
                 break
             if refused:
                 self.stats.budget_exhausted = True
-            results = _chat(
-                self.backend,
-                [first_ask[k].request for k in batch],
-                lambda index, batch=batch: arrivals.arrived(batch[index]),
-            )
+            sent = batch  # bound now: the callback must see this slice, not a later one
+
+            def arrived(index: int, sent: list[str] = sent) -> None:
+                arrivals.arrived(sent[index])
+
+            results = _chat(self.backend, [first_ask[k].request for k in batch], arrived)
             self.stats.backend_batches += 1
             entries = []
             for key, result in zip(batch, results, strict=True):

@@ -116,12 +116,12 @@ def score_asked(logs: Sequence[AskedLog], gold: Gold) -> dict[str, Any]:
             summary["scored"] = f"{name} declares no gold judgement (QueryKind.judge)"
             out[name] = summary
             continue
-        used = [r for r in judged if r[3]]
-        encoder = [r for r in rows if r[2] is not None]
+        judged_used = [r for r in judged if r[3]]
+        with_encoder = [r for r in rows if r[2] is not None]
         summary.update(
             feedback_accuracy=_ratio(sum(bool(r[1]) for r in judged), len(judged)),
-            feedback_accuracy_used=_ratio(sum(bool(r[1]) for r in used), len(used)),
-            encoder_accuracy=_ratio(sum(bool(r[2]) for r in encoder), len(encoder)),
+            feedback_accuracy_used=_ratio(sum(bool(r[1]) for r in judged_used), len(judged_used)),
+            encoder_accuracy=_ratio(sum(bool(r[2]) for r in with_encoder), len(with_encoder)),
         )
         out[name] = summary
     return out

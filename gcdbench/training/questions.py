@@ -135,7 +135,9 @@ class Asker:
                 confidences=[a.confidence for a in answers],
                 encoder_choice=[int(c) for c in encoder_choice],
                 used=used,
-                assignments=assignments.copy() if kind == CATEGORY else None,
+                assignments=(
+                    assignments.copy() if kind == CATEGORY and assignments is not None else None
+                ),
             )
         )
         return ChoiceRound(np.asarray(anchors), np.asarray(options), answers, used)
