@@ -23,7 +23,6 @@ import json
 import random
 import tempfile
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +37,9 @@ from gcdbench.api.task import GCDTask, Gold
 from gcdbench.data.split import build_task, make_split
 from gcdbench.encoders.bag_of_words import BagOfWordsEncoder
 from gcdbench.encoders.cache import FeatureCache
-from gcdbench.feedback.resolve import open_feedback
 from gcdbench.registry import KINDS
 from gcdbench.report.feedback_quality import score_feedback_log
-from gcdbench.runner.context import RunContext
+from gcdbench.runner.context import RunContext, build_context
 
 __all__ = ["BagOfWordsEncoder", "ConformanceError", "check_method", "method_checks", "tiny_task"]
 
@@ -107,31 +105,29 @@ def _context(
     gold: Gold,
     feedback: str,
 ) -> RunContext:
-    from gcdbench.encoders import encoder_factory
-
-    if isinstance(encoder, str):
-        factory = encoder_factory(encoder)
-    else:
-        instance = encoder or BagOfWordsEncoder()
-
-        def factory() -> Encoder:
-            return instance
-
-    # A named encoder goes into the spec too: training methods load the model it names.
-    named = {"encoder": encoder} if isinstance(encoder, str) else {}
-    spec = RunSpec(method_cls.name, "tiny", 0.5, seed, 0.5, params=params_dict(params), **named)
+    """The context the runner would build for this method on the tiny task."""
+    # A named encoder goes into the spec, as the runner puts it there: training methods
+    # fine-tune the model it names. An encoder object (default: the bag of words) is handed
+    # over as it is.
+    spec = RunSpec(
+        method_cls.name,
+        "tiny",
+        0.5,
+        seed,
+        0.5,
+        encoder=encoder if isinstance(encoder, str) else None,
+        llm=feedback if "feedback" in method_cls.uses else None,
+        params=params_dict(params),
+    )
     texts = {p.file.sha256: list(p.texts) for p in (parts.train, parts.dev, parts.test) if p}
-    feedback_factory = None
-    if "feedback" in method_cls.uses:
-        env = FeedbackEnv(seed=seed, gold=gold, ledger_path=work_dir / "ledger.sqlite")
-        feedback_factory = partial(open_feedback, feedback, env)
-    return RunContext(
+    return build_context(
         spec,
         texts,
-        factory,
         work_dir,
+        uses=method_cls.uses,
+        encoder=None if isinstance(encoder, str) else encoder or BagOfWordsEncoder(),
+        feedback_env=FeedbackEnv(seed=seed, gold=gold, ledger_path=work_dir / "ledger.sqlite"),
         features=FeatureCache(work_dir / "features"),
-        feedback_factory=feedback_factory,
     )
 
 
@@ -238,9 +234,9 @@ def method_checks(
     def check_no_global_rng() -> None:
         np.random.seed(12345)
         random.seed(12345)
-        np_state, py_state = np.random.get_state()[1].copy(), random.getstate()
+        np_state, py_state = _np_global_state(), random.getstate()
         run_once(1)
-        if not np.array_equal(np.random.get_state()[1], np_state) or random.getstate() != py_state:
+        if not np.array_equal(_np_global_state(), np_state) or random.getstate() != py_state:
             raise _fail(
                 method_cls, "the method used the global NumPy/Python RNG; use ctx.rng(stage)"
             )
@@ -261,6 +257,12 @@ def method_checks(
         check_no_global_rng,
         check_ablations,
     ]
+
+
+def _np_global_state() -> np.ndarray:
+    # The key array of the legacy tuple (NumPy types get_state() as a dict or a tuple).
+    state: Any = np.random.get_state(legacy=True)
+    return np.array(state[1], copy=True)
 
 
 def check_method(

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
 from gcdbench import registry
+from gcdbench.api import LossHook, hookimpl
 from gcdbench.errors import GcdbenchError
+from gcdbench.training.loss_terms import (
+    ROUND_BATCH_KEYS,
+    ROUND_OUTPUT_KEYS,
+    LossChoice,
+    parse_losses,
+    resolve_terms,
+    unprovided_keys,
+)
 from gcdbench.training.losses import (
     alignment_loss,
     cross_entropy_loss,
@@ -16,6 +26,7 @@ from gcdbench.training.losses import (
     supcon_loss,
     weighted_sum,
 )
+from gcdbench.training.params import RoundParams
 
 # Two samples, two unit-length views each: a = sample 0, b = sample 1.
 A0, A1 = (1.0, 0.0), (0.6, 0.8)
@@ -207,3 +218,102 @@ def test_hooks_are_registered_and_weighted_sum_logs_each_term():
         weighted_sum([(align, 0.1)], batch, outputs)
     with pytest.raises(GcdbenchError, match="weight 0"):
         weighted_sum([(align, 0.0)], batch, outputs)
+
+
+# -- choosing the round loop's terms through the registry --------------------------------
+
+
+class _Plugin:
+    """A plugin module stand-in registering ``hooks`` through ``register_loss_hooks``."""
+
+    def __init__(self, *hooks: type) -> None:
+        self.hooks = hooks
+
+    @hookimpl
+    def register_loss_hooks(self, register):
+        for hook in self.hooks:
+            register(hook)
+
+
+class _NeedsAStrangeKey(LossHook):
+    name = "strange"
+    batch_keys = ("adjacency", "teacher_logits")
+
+    def compute(self, batch, outputs):  # pragma: no cover - never chosen
+        raise AssertionError
+
+
+@pytest.fixture
+def strange_loss():
+    registry.register_plugin(_Plugin(_NeedsAStrangeKey), name="test-strange-loss")
+    yield
+    registry.unregister_plugin("test-strange-loss")
+
+
+def test_default_terms_are_ncl_then_ce_with_their_weight_parameters():
+    params = RoundParams()
+    assert params.losses == "ncl,ce"
+    terms = resolve_terms(params.losses, params)
+    assert [(t.name, t.weight) for t in terms] == [("ncl", 1.0), ("ce", 1.0)]
+    weighted = dataclasses.replace(params, ncl_weight=0.5, ce_weight=2.0)
+    assert [t.weight for t in resolve_terms(params.losses, weighted)] == [0.5, 2.0]
+
+
+def test_terms_follow_the_list_the_ablations_and_explicit_weights():
+    params = RoundParams(temperature=0.1)
+    assert [t.name for t in resolve_terms("ce,ncl", params)] == ["ce", "ncl"]
+    assert [t.name for t in resolve_terms("ncl,ce", params, ce=False)] == ["ncl"]
+    with_align = resolve_terms("ncl,ce", params, align_weight=0.1)
+    assert [(t.name, t.weight) for t in with_align] == [("ncl", 1.0), ("ce", 1.0), ("align", 0.1)]
+    assert with_align[-1].needs_alignment and with_align[1].needs_classifier
+    # align_weight=0 is the ablation: the term goes, wherever it was listed
+    assert [t.name for t in resolve_terms("ncl,align,ce", params, align_weight=0.0)] == [
+        "ncl",
+        "ce",
+    ]
+    explicit = resolve_terms("ncl:0.25, ce:0", params)  # weight 0: left out entirely
+    assert [(t.name, t.weight) for t in explicit] == [("ncl", 0.25)]
+
+
+def test_built_in_hooks_take_their_settings_from_the_params():
+    params = RoundParams(temperature=0.2, variant="official")
+    ncl = registry.get("loss", "ncl").from_params(params)
+    align = registry.get("loss", "align").from_params(params)
+    assert ncl.temperature == 0.2 and align.temperature == 0.2
+    assert align.include_positive is False  # the released code's denominator
+    assert registry.get("loss", "ce").from_params(params).name == "ce"
+
+
+@pytest.mark.parametrize(
+    ("losses", "needle"),
+    [
+        ("ncl,cee", "unknown loss 'cee'. Did you mean 'ce'?"),
+        ("ncl,,ce", "empty entry"),
+        ("ncl,ce:heavy", "'ce:heavy' has weight 'heavy', not a number"),
+        ("ncl,ce:-1", "a weight must be a finite number >= 0"),
+        ("ncl,ncl", "listed twice"),
+    ],
+)
+def test_a_bad_losses_parameter_is_one_clear_line(losses, needle):
+    method = registry.get("method", "no-llm")
+    with pytest.raises(GcdbenchError) as caught:
+        method.resolve_params("smoke", {"losses": losses})
+    message = str(caught.value)
+    assert needle in message and "parameter losses" in message
+    assert "\n" not in message and ".;" not in message
+
+
+def test_a_loss_reading_a_key_the_loop_does_not_fill_is_refused(strange_loss):
+    method = registry.get("method", "no-llm")
+    with pytest.raises(GcdbenchError, match=r"loss 'strange' reads batch\['teacher_logits'\]"):
+        method.resolve_params(None, {"losses": "ncl,ce,strange"})
+    # the engine refuses it too, for callers that build Params themselves
+    with pytest.raises(GcdbenchError, match="teacher_logits"):
+        resolve_terms("ncl,strange", RoundParams())
+
+
+def test_the_loop_fills_every_key_the_built_in_hooks_read():
+    for name in ("ce", "ncl", "align"):
+        assert unprovided_keys(registry.get("loss", name)) == [], name
+    assert set(ROUND_BATCH_KEYS) | set(ROUND_OUTPUT_KEYS) >= {"labels", "logits", "features"}
+    assert parse_losses("ncl, ce:0.5") == (LossChoice("ncl"), LossChoice("ce", 0.5))

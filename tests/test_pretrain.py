@@ -11,7 +11,7 @@ import torch
 from gcdbench.testing import tiny_task
 from gcdbench.training.backbone import TextBackbone
 from gcdbench.training.optim import make_optimisation, parameter_groups, steps_per_epoch
-from gcdbench.training.presets import PretrainParams, presets_for
+from gcdbench.training.params import PretrainParams, presets_for
 from gcdbench.training.pretrain import MANIFEST, _store, pretrain
 from tests.training_fixtures import tiny_bert  # noqa: F401  (fixture)
 

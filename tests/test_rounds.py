@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import numpy as np
 import pytest
 
+from gcdbench import registry
+from gcdbench.api import LossHook, hookimpl
 from gcdbench.errors import GcdbenchError
 from gcdbench.testing import tiny_task
 from gcdbench.training.backbone import TextBackbone
 from gcdbench.training.modes import make_mode
-from gcdbench.training.presets import RoundParams, presets_for
+from gcdbench.training.params import RoundParams, presets_for
 from gcdbench.training.rounds import RoundPlan, _draw_positives, run_rounds
 from tests.training_fixtures import tiny_bert  # noqa: F401  (fixture)
 
@@ -116,3 +119,62 @@ def test_alignment_term_runs_when_the_plan_gives_targets(tiny_bert):  # noqa: F8
     )
     assert set(result.rounds[0]["epochs"][0]["loss"]) == {"ncl", "ce", "align"}
     assert result.rounds[0]["align_targets"] == pool
+
+
+class _SpyLoss(LossHook):
+    """A third-party loss: mean squared norm of the anchor views, counting its calls."""
+
+    name = "spy-loss"
+    batch_keys = ("adjacency",)
+    output_keys = ("features",)
+    calls: ClassVar[list[tuple[int, ...]]] = []
+
+    def __init__(self, feat_dim: int) -> None:
+        self.feat_dim = feat_dim
+
+    @classmethod
+    def from_params(cls, params):
+        return cls(feat_dim=params.feat_dim)
+
+    def compute(self, batch, outputs):
+        features = outputs["features"]
+        assert features.shape[-1] == self.feat_dim  # built from the params
+        _SpyLoss.calls.append(tuple(features.shape))
+        return features[:, 0].pow(2).sum(dim=1).mean()
+
+
+class _SpyPlugin:
+    @hookimpl
+    def register_loss_hooks(self, register):
+        register(_SpyLoss)
+
+
+@pytest.fixture
+def spy_loss():
+    _SpyLoss.calls.clear()
+    registry.register_plugin(_SpyPlugin(), name="test-spy-loss")
+    yield _SpyLoss
+    registry.unregister_plugin("test-spy-loss")
+
+
+def test_a_registered_loss_chosen_by_name_is_trained_with(tiny_bert, spy_loss):  # noqa: F811
+    task, _, _ = tiny_task()
+    method = registry.get("method", "no-llm")
+    params = method.resolve_params("smoke", {"losses": "ncl,spy-loss:0.5", "epochs": "1"})
+    result = run_rounds(
+        task, _mode(tiny_bert, task), params, k=5, seed=0, rng=np.random.default_rng(0)
+    )
+    epoch = result.rounds[0]["epochs"][0]
+    assert list(epoch["loss"]) == ["ncl", "spy-loss"]  # ce is not listed: not trained with
+    assert len(spy_loss.calls) == epoch["steps"] == params.max_steps_per_epoch
+    assert all(shape[1:] == (2, params.feat_dim) for shape in spy_loss.calls)
+    # Norms of L2-normalised views: the term is exactly 1 (unweighted in the log).
+    assert epoch["loss"]["spy-loss"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_an_unknown_loss_stops_the_rounds_before_training():
+    task, _, _ = tiny_task()
+    params = dataclasses.replace(SMOKE, losses="ncl,contrastive")
+    with pytest.raises(GcdbenchError, match="unknown loss 'contrastive'") as caught:
+        run_rounds(task, None, params, k=5, seed=0, rng=np.random.default_rng(0))  # type: ignore[arg-type]
+    assert "\n" not in str(caught.value)

@@ -13,6 +13,9 @@ from gcdbench.data.split import make_split
 from gcdbench.runner import store as store_module
 from gcdbench.runner.run import RunOptions, execute, resolve_spec
 from gcdbench.runner.store import ResultsStore, load_record
+from tests import training_fixtures
+
+tiny_bert = training_fixtures.tiny_bert  # shared fixture
 
 DATASET = "massive_scenario"  # 2,974 texts, 18 classes: the quickest real set
 
@@ -117,3 +120,49 @@ def test_seeds_give_different_splits(tmp_path, shared_data):
     ]
     assert records[0].split["hash"] != records[1].split["hash"]
     assert not np.isclose(records[0].metrics["acc"], records[1].metrics["acc"])
+
+
+def test_a_training_run_records_the_encoder_its_identity_hashed(tmp_path, shared_data, tiny_bert):
+    # A training method never embeds through ctx.embed, yet its record names the encoder
+    # and the very fingerprint the run id was computed from, plus what it fine-tuned.
+    spec = resolve_spec(
+        "no-llm",
+        DATASET,
+        0.5,
+        0,
+        encoder=str(tiny_bert),
+        preset="smoke",
+        overrides={"pretrain_epochs": "0", "max_length": "16"},
+    )
+    outcome = execute(spec, _options(tmp_path, shared_data))
+    assert outcome.status == "done", outcome.error
+    record = load_record(Path(outcome.record_path))
+    encoder = record.encoder
+    assert encoder["name"] == str(tiny_bert) and encoder["origin"] == "path"
+    assert encoder["fingerprint"] == record.identity["models"]["encoder"]
+    (tuned,) = encoder["fine_tuned"]
+    assert tuned["path"] == str(tiny_bert.resolve()) and tuned["max_length"] == 16
+    assert tuned["weights_sha256"] == record.diagnostics["training"]["backbone"]["weights_sha256"]
+
+
+def test_one_builder_makes_the_runner_and_conformance_contexts(tmp_path, tiny_bert):
+    from gcdbench.encoders.bag_of_words import BagOfWordsEncoder
+    from gcdbench.errors import GcdbenchError
+    from gcdbench.runner.context import build_context
+
+    spec = RunSpec("no-llm", "tiny", 0.5, 0, encoder=str(tiny_bert))
+    ctx = build_context(spec, {}, tmp_path, uses=("encoder",))
+    backbone = ctx.load_backbone(pooling="mean", with_mlm_head=False, max_length=8)
+    assert backbone.pooling == "mean" and backbone.source["origin"] == "path"
+    assert ctx.describe_encoder()["fine_tuned"][0]["fingerprint"] == backbone.fingerprint
+    # an encoder object without weights: the same clear error as --encoder bag-of-words
+    bare = build_context(
+        spec.with_(encoder=None), {}, tmp_path, uses=("encoder",), encoder=BagOfWordsEncoder()
+    )
+    with pytest.raises(GcdbenchError, match="has no weights"):
+        bare.load_backbone(pooling="mean", with_mlm_head=False, max_length=8)
+    # a method that declares no encoder gets none
+    none = build_context(spec.with_(encoder=None), {}, tmp_path, uses=())
+    with pytest.raises(GcdbenchError, match="declares no encoder"):
+        none.load_backbone(pooling="mean", with_mlm_head=False, max_length=8)
+    assert none.describe_encoder() is None

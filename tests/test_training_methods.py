@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from gcdbench import registry
 from gcdbench.cli import cli
 from gcdbench.testing import method_checks
-from gcdbench.training.presets import RoundParams
+from gcdbench.training.params import RoundParams
 from tests.training_fixtures import tiny_bert  # noqa: F401  (fixture)
 
 

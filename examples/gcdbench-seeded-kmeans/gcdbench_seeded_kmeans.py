@@ -14,11 +14,16 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.cluster import KMeans, kmeans_plusplus
 
-from gcdbench import hookimpl
-from gcdbench.api import Component, GCDTask, Method, MethodOutput
-from gcdbench.api.method import ClusterInfo
-from gcdbench.hookspecs import Register
-from gcdbench.runner.context import RunContext
+from gcdbench.api import (
+    ClusterInfo,
+    Component,
+    GCDTask,
+    Method,
+    MethodOutput,
+    Register,
+    RunContext,
+    hookimpl,
+)
 
 
 @dataclass(frozen=True)

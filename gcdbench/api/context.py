@@ -8,7 +8,7 @@ them imports the runner.
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -40,7 +40,16 @@ class RunContext(Protocol):
 
     @property
     def encoder(self) -> Encoder:
-        """The run's ``--encoder``, loaded on first use."""
+        """The run's ``--encoder`` as a frozen encoder, loaded on first use."""
+        ...
+
+    def load_backbone(self, *, pooling: str, with_mlm_head: bool, max_length: int) -> Any:
+        """The run's ``--encoder`` as a trainable backbone, for methods that fine-tune it: a
+        fresh :class:`gcdbench.training.backbone.TextBackbone` (typed ``Any`` here so the
+        API never imports torch) of the model that value names, whether a registered name
+        (``all-MiniLM-L6-v2``, ``sentence-transformers:REF``), a local folder or a hub id.
+        An encoder without weights (``bag-of-words``) is one clear error. The run record
+        names the encoder and its weight fingerprint either way."""
         ...
 
     def embed(self, part: TaskPart, encoder: Encoder | None = None) -> np.ndarray:

@@ -46,3 +46,10 @@ class EncoderFactory(ABC):
 
     @abstractmethod
     def create(self, ref: str | None = None) -> Encoder: ...
+
+    def model_ref(self, ref: str | None = None) -> str | None:
+        """The transformer model the encoder built from ``ref`` wraps (a packaged alias, a
+        local folder or a hub id), so that methods which fine-tune one train the model the
+        run's ``--encoder`` names. None, the default, for encoders without such weights
+        (a bag of words, a remote embedding API): those cannot be fine-tuned."""
+        return None

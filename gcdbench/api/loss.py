@@ -18,6 +18,14 @@ hook       ``batch`` keys                  ``outputs`` keys
 ``features`` view 0 is the anchor view and view 1 the positive's view. A training step fills
 only the keys of the hooks it runs: a term weighted 0 is never called (see
 :func:`gcdbench.training.losses.weighted_sum`).
+
+The round loop of the training methods (``no-llm``, GLEAN, Loop) sums the losses their
+``losses`` parameter names, so a registered hook joins with ``-p losses=ncl,ce,NAME`` (or
+``NAME:WEIGHT``) when every key it reads is one of the table's: the loop fills ``labels``
+and ``logits`` when the task has labeled texts, and the ``align_*``, ``anchor_features``
+and ``description_features`` keys only in rounds whose plan gives alignment targets (a hook
+reading them sits the other rounds out). The loop builds each hook with
+:meth:`LossHook.from_params`.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar
+
+from gcdbench.errors import GcdbenchError
 
 
 class LossHook(ABC):
@@ -36,6 +46,12 @@ class LossHook(ABC):
     batch_keys: ClassVar[tuple[str, ...]] = ()
     output_keys: ClassVar[tuple[str, ...]] = ()
 
+    @classmethod
+    def from_params(cls, params: Any) -> LossHook:
+        """The hook as a training method's parameters configure it (a temperature, the
+        variant, ...). The default takes no arguments: ``cls()``."""
+        return cls()
+
     def __call__(self, batch: Mapping[str, Any], outputs: Mapping[str, Any]) -> Any:
         """The loss term (a scalar tensor) for one training step."""
         for where, keys, given in (
@@ -44,8 +60,6 @@ class LossHook(ABC):
         ):
             missing = [key for key in keys if key not in given]
             if missing:
-                from gcdbench.errors import GcdbenchError
-
                 raise GcdbenchError(
                     f"loss {self.name!r} needs {where} keys {missing}; the training step must "
                     f"fill them (see gcdbench.api.loss) or give the term weight 0."

@@ -8,18 +8,19 @@ import re
 import types
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from gcdbench.api.feedback_log import FeedbackLog
+from gcdbench.api.values import NONE_WORDS, parse_value
 from gcdbench.errors import GcdbenchError, UnknownNameError
 
 if TYPE_CHECKING:
+    from gcdbench.api.context import RunContext
     from gcdbench.api.task import GCDTask
-    from gcdbench.runner.context import RunContext
 
 
 @dataclass(frozen=True)
@@ -161,15 +162,14 @@ class Method(ABC):
 PARAM_KEY = "gcdbench"
 #: Field types the CLI converts ``--param`` strings to and checks values against.
 _SCALARS: dict[str, type] = {"bool": bool, "int": int, "float": float, "str": str}
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-_NONE = {"none", "null"}
 
 
 @dataclass(frozen=True)
 class ParamRule:
     """What values a parameter takes: numeric bounds, a fixed set, a pattern for strings
-    (described by ``allowed``), or the name of a registered component of kind ``registered``."""
+    (described by ``allowed``), the name of a registered component of kind ``registered``,
+    or whatever ``check`` says: a function of the value returning what is wrong with it (one
+    line) or None, for a rule none of the others can state."""
 
     ge: float | None = None
     gt: float | None = None
@@ -180,6 +180,7 @@ class ParamRule:
     allowed: str = ""
     registered: str | None = None
     help: str = ""
+    check: Callable[[Any], str | None] | None = None
 
 
 def param(
@@ -194,10 +195,12 @@ def param(
     allowed: str = "",
     registered: str | None = None,
     help: str = "",
+    check: Callable[[Any], str | None] | None = None,
 ) -> Any:
     """A ``Params`` field with its range and one-line help, e.g.
     ``n_init: int = param(10, ge=1, help="K-means restarts")``. ``resolve_params`` checks
-    every value against it; ``gcdbench list methods --params`` shows it."""
+    every value against it; ``gcdbench list methods --params`` shows it. ``check`` is a last
+    resort for a rule the keywords cannot state (give ``allowed`` to describe it)."""
     rule = ParamRule(
         ge,
         gt,
@@ -208,6 +211,7 @@ def param(
         allowed,
         registered,
         help,
+        check,
     )
     return field(default=default, metadata={PARAM_KEY: rule})
 
@@ -305,6 +309,10 @@ def _problem(fld: dataclasses.Field[Any], value: Any) -> str | None:
             )
     if _is_number(value) and not _in_bounds(float(value), rule):
         return f"parameter {fld.name} must be {allowed}, got {_show(value)}"
+    if rule.check is not None:
+        problem = rule.check(value)
+        if problem:
+            return f"parameter {fld.name}: {problem}"
     return None
 
 
@@ -411,13 +419,14 @@ def coerce(raw: Any, fld: dataclasses.Field[Any], method: str) -> Any:
     if types_ is None:
         return raw
     text = raw.strip()
-    if none_ok and text.lower() in _NONE:
+    if none_ok and text.lower() in NONE_WORDS:
         return None
     # Most specific first, so "1" is an int for ``int | float`` and "true" a bool.
     for kind in sorted(types_, key=[bool, int, float, str].index):
-        converted = _convert(text, kind)
-        if converted is not _FAILED:
-            return converted
+        try:
+            return parse_value(text, kind)
+        except ValueError:
+            continue
     example = _example(fld)
     hint = _show(example) if example is not None else f"<{_type_text(fld)}>"
     raise GcdbenchError(
@@ -426,20 +435,7 @@ def coerce(raw: Any, fld: dataclasses.Field[Any], method: str) -> Any:
     )
 
 
-_FAILED = object()
-
-
-def _convert(text: str, kind: type) -> Any:
-    if kind is bool:
-        low = text.lower()
-        return True if low in _TRUE else False if low in _FALSE else _FAILED
-    if kind is str:
-        return text
-    try:
-        return kind(text)
-    except ValueError:
-        return _FAILED
-
-
 def params_dict(params: Any) -> dict[str, Any]:
-    return dataclasses.asdict(params) if dataclasses.is_dataclass(params) else dict(params)
+    if dataclasses.is_dataclass(params) and not isinstance(params, type):
+        return dataclasses.asdict(params)
+    return dict(params)

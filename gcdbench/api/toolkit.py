@@ -7,6 +7,7 @@ is called.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
@@ -23,17 +24,56 @@ def l2_normalise(vectors: np.ndarray, axis: int = -1) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=axis, keepdims=True), EPS)
 
 
-def kmeans(
-    features: np.ndarray, k: int, seed: int, *, n_init: int = 10, normalize: bool = False
-) -> np.ndarray:
-    """scikit-learn K-means labels (int64) with ``n_init`` restarts and ``random_state=seed``;
-    ``normalize`` L2-normalises the rows first (spherical-style K-means)."""
+@dataclass(frozen=True)
+class KMeansFit:
+    """What one K-means fit found: a cluster id per row, the centres, and for diagnostics the
+    inertia (sum of squared distances to the nearest centre) and the iterations run."""
+
+    labels: np.ndarray  # int64, one per row
+    centers: np.ndarray  # k x d
+    inertia: float
+    n_iter: int
+
+
+def fit_kmeans(
+    features: np.ndarray,
+    k: int,
+    seed: int,
+    *,
+    n_init: int = 10,
+    max_iter: int = 300,
+    normalize: bool = False,
+) -> KMeansFit:
+    """scikit-learn K-means with ``n_init`` restarts (the best inertia wins), at most
+    ``max_iter`` iterations each and ``random_state=seed``; ``normalize`` L2-normalises the
+    rows first (spherical-style K-means)."""
     from sklearn.cluster import KMeans
 
     if normalize:
         features = l2_normalise(features)
-    model = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(features)
-    return model.labels_.astype(np.int64)
+    model = KMeans(n_clusters=k, n_init=n_init, max_iter=max_iter, random_state=seed)
+    model.fit(features)
+    return KMeansFit(
+        labels=model.labels_.astype(np.int64),
+        centers=model.cluster_centers_,
+        inertia=float(model.inertia_),
+        n_iter=int(model.n_iter_),
+    )
+
+
+def kmeans(
+    features: np.ndarray,
+    k: int,
+    seed: int,
+    *,
+    n_init: int = 10,
+    max_iter: int = 300,
+    normalize: bool = False,
+) -> np.ndarray:
+    """The labels (int64) of :func:`fit_kmeans`."""
+    return fit_kmeans(
+        features, k, seed, n_init=n_init, max_iter=max_iter, normalize=normalize
+    ).labels
 
 
 def hungarian_mapping(cost: np.ndarray, *, maximize: bool = False) -> dict[int, int]:

@@ -29,14 +29,15 @@ Layouts:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from math import floor
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from gcdbench.api.dataset import DataFile, DatasetDefinition, DatasetParts, Part
+from gcdbench.api.parts import DataFile, DatasetParts, Part, RemoteFile
 from gcdbench.data.readers import parse_gcd_tsv, parse_jsonl, parse_label_names, read_bytes
 from gcdbench.errors import DataError
 
@@ -55,7 +56,23 @@ JSONL_PROTOCOL: Mapping[str, object] = {
 TSV_PROTOCOL: Mapping[str, object] = {"partition": "published"}
 
 
-def load_dataset(defn: DatasetDefinition, folder: Path) -> DatasetParts:
+class DatasetLayout(Protocol):
+    """What the readers need of a :class:`gcdbench.api.DatasetDefinition` (typed as this
+    protocol because the definition's ``load`` calls into this module)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def layout(self) -> str: ...
+    @property
+    def files(self) -> Sequence[RemoteFile]: ...
+    @property
+    def num_classes(self) -> int: ...
+    @property
+    def label_names(self) -> Mapping[str, str] | None: ...
+
+
+def load_dataset(defn: DatasetLayout, folder: Path) -> DatasetParts:
     """Read, hash and check the files of ``defn`` in ``folder`` (``<root>/<name>``)."""
     folder = Path(folder)
     if defn.layout == "gcd-tsv":
@@ -68,11 +85,11 @@ def load_dataset(defn: DatasetDefinition, folder: Path) -> DatasetParts:
     )
 
 
-def _published_sha(defn: DatasetDefinition, name: str) -> str | None:
+def _published_sha(defn: DatasetLayout, name: str) -> str | None:
     return next((f.sha256 for f in defn.files if f.name == name), None)
 
 
-def _read(defn: DatasetDefinition, folder: Path, name: str) -> tuple[bytes, DataFile]:
+def _read(defn: DatasetLayout, folder: Path, name: str) -> tuple[bytes, DataFile]:
     path = folder / name
     data = read_bytes(path, defn.name)
     sha = hashlib.sha256(data).hexdigest()
@@ -80,7 +97,7 @@ def _read(defn: DatasetDefinition, folder: Path, name: str) -> tuple[bytes, Data
 
 
 def _names(
-    defn: DatasetDefinition, folder: Path, classes: tuple[str, ...]
+    defn: DatasetLayout, folder: Path, classes: tuple[str, ...]
 ) -> tuple[dict[str, str], DataFile | None]:
     extra: DataFile | None = None
     if (folder / LABEL_NAMES_FILE).is_file():
@@ -91,7 +108,7 @@ def _names(
     return {c: given.get(c, c) for c in classes}, extra
 
 
-def _check_classes(defn: DatasetDefinition, classes: tuple[str, ...], file: DataFile) -> None:
+def _check_classes(defn: DatasetLayout, classes: tuple[str, ...], file: DataFile) -> None:
     if len(classes) == defn.num_classes:
         return
     # A file with the published hash is the data the plugin describes, so the plugin's
@@ -109,7 +126,7 @@ def _check_classes(defn: DatasetDefinition, classes: tuple[str, ...], file: Data
     )
 
 
-def single_file_name(defn: DatasetDefinition) -> str:
+def single_file_name(defn: DatasetLayout) -> str:
     """The one data file of a ``single-jsonl`` definition: its only ``.jsonl`` file."""
     names = [f.name for f in defn.files if f.name.endswith(".jsonl")]
     if len(names) != 1:
@@ -121,7 +138,7 @@ def single_file_name(defn: DatasetDefinition) -> str:
     return names[0]
 
 
-def _load_gcd_tsv(defn: DatasetDefinition, folder: Path) -> DatasetParts:
+def _load_gcd_tsv(defn: DatasetLayout, folder: Path) -> DatasetParts:
     parts: dict[str, Part] = {}
     for split in ("train", "dev", "test"):
         name = f"{split}.tsv"
@@ -179,7 +196,7 @@ def partition_rows(labels: list[str]) -> dict[str, np.ndarray]:
     }
 
 
-def _load_single_jsonl(defn: DatasetDefinition, folder: Path) -> DatasetParts:
+def _load_single_jsonl(defn: DatasetLayout, folder: Path) -> DatasetParts:
     data, file = _read(defn, folder, single_file_name(defn))
     texts, labels = parse_jsonl(data, file.path, defn.name)
     classes = tuple(str(c) for c in np.unique(np.array(labels)))

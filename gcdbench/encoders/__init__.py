@@ -1,37 +1,108 @@
 """Encoders: model lookup (offline packages, local paths, hub ids), the sentence-transformers
-encoder, and the on-disk feature cache."""
+encoder, and the on-disk feature cache.
+
+Every method gets its encoder from one ``--encoder`` value, read here: embedding methods
+through :func:`encoder_factory`, methods that fine-tune a transformer through
+:func:`trainable_ref` (the model the same value names), so both kinds record the same
+encoder name and weight fingerprint.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
+from dataclasses import dataclass
 from pathlib import Path
 
 from gcdbench import registry
-from gcdbench.api.encoder import Encoder
-from gcdbench.errors import UnknownNameError
+from gcdbench.api.encoder import Encoder, EncoderFactory
+from gcdbench.encoders.models import (
+    check_model_available,
+    is_hub_id,
+    looks_like_path,
+    missing_folder_message,
+)
+from gcdbench.errors import GcdbenchError, UnknownNameError
 
 DEFAULT_BACKEND = "sentence-transformers"
 
 
-def resolve_encoder(value: str) -> Encoder:
-    """Build the encoder ``--encoder VALUE`` names (see :func:`encoder_factory`)."""
-    return encoder_factory(value)()
+@dataclass(frozen=True)
+class EncoderChoice:
+    """What an ``--encoder`` value names: a registered factory and the reference it gets."""
+
+    value: str
+    factory: EncoderFactory
+    ref: str | None
+
+    def build(self) -> Encoder:
+        return self.factory.create(self.ref)
+
+    @property
+    def model_ref(self) -> str | None:
+        """The transformer model behind the encoder; None when it has no weights."""
+        return self.factory.model_ref(self.ref)
+
+
+def parse_encoder(value: str) -> EncoderChoice:
+    """Read ``--encoder VALUE``, in order: a registered encoder name (``all-MiniLM-L6-v2``);
+    ``BACKEND:REF`` for a registered backend that takes a model reference; an existing local
+    path or a hub id (``org/name``, or a well-known org-less id such as
+    ``bert-base-uncased``), handed to the sentence-transformers backend. Loads nothing."""
+    known = registry.names("encoder")
+    if value in known:
+        return EncoderChoice(value, registry.get("encoder", value), None)
+    backend, sep, ref = value.partition(":")
+    if sep and backend in known and registry.get("encoder", backend).accepts_ref:
+        return EncoderChoice(value, registry.get("encoder", backend), ref)
+    if Path(value).expanduser().exists() or is_hub_id(value):
+        return EncoderChoice(value, registry.get("encoder", DEFAULT_BACKEND), value)
+    if looks_like_path(value):
+        raise GcdbenchError(missing_folder_message(value))
+    raise UnknownNameError("encoder", value, known)
 
 
 def encoder_factory(value: str) -> Callable[[], Encoder]:
-    """Check ``--encoder VALUE`` now and return a thunk that builds the encoder later.
+    """Check ``--encoder VALUE`` now (see :func:`parse_encoder`) and return a thunk that
+    builds the encoder later."""
+    return parse_encoder(value).build
 
-    In order: a registered encoder name (``all-MiniLM-L6-v2``); ``BACKEND:REF`` for a
-    registered backend that takes a model reference; a local path or a hub id
-    (``org/model``), handed to the sentence-transformers backend.
-    """
-    known = registry.names("encoder")
-    if value in known:
-        return partial(registry.get("encoder", value).create, None)
-    backend, sep, ref = value.partition(":")
-    if sep and backend in known and registry.get("encoder", backend).accepts_ref:
-        return partial(registry.get("encoder", backend).create, ref)
-    if "/" in value or Path(value).expanduser().exists():
-        return partial(registry.get("encoder", DEFAULT_BACKEND).create, value)
-    raise UnknownNameError("encoder", value, known)
+
+def resolve_encoder(value: str) -> Encoder:
+    """Build the encoder ``--encoder VALUE`` names (see :func:`parse_encoder`)."""
+    return encoder_factory(value)()
+
+
+def check_encoder(value: str) -> None:
+    """Everything about ``--encoder VALUE`` that can be known before a run writes anything:
+    the name, and that its model can be had here (packages installed, folder present, a hub
+    id cached locally or the hub reachable). Downloads and writes nothing."""
+    ref = parse_encoder(value).model_ref
+    if ref:
+        check_model_available(ref)
+
+
+def trainable_ref(value: str | None, method: str) -> str:
+    """The model a method that fine-tunes a transformer trains, from the run's ``--encoder``:
+    a registered encoder that wraps a model (a packaged alias, ``sentence-transformers:REF``,
+    ``hf-transformer:REF#opts``) trains that model; a folder or hub id trains itself."""
+    if not value:
+        raise GcdbenchError(f"method {method!r} needs --encoder naming a transformer model.")
+    ref = parse_encoder(value).model_ref
+    if not ref:
+        raise GcdbenchError(
+            f"method {method!r} fine-tunes a transformer; --encoder {value} has no weights. "
+            "Pass a model: all-MiniLM-L6-v2, all-mpnet-base-v2, a local folder or a hub id "
+            "(e.g. bert-base-uncased)."
+        )
+    return ref
+
+
+__all__ = [
+    "DEFAULT_BACKEND",
+    "EncoderChoice",
+    "check_encoder",
+    "encoder_factory",
+    "parse_encoder",
+    "resolve_encoder",
+    "trainable_ref",
+]

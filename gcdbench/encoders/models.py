@@ -9,8 +9,10 @@ extracted once into the cache (see :func:`assemble_split_zip`).
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata as md
 import os
+import re
 import shutil
 import zipfile
 import zlib
@@ -142,7 +144,8 @@ def packaged_model_path(model: PackagedModel | SplitZipModel) -> Path:
 
 
 def locate_model(ref: str) -> ModelSource:
-    """Files for ``ref``: a packaged alias, a local folder, or a hub id (downloaded)."""
+    """Files for ``ref``: a packaged alias, a local folder, or a hub id (downloaded, or taken
+    from the local Hugging Face cache when offline)."""
     if ref in PACKAGED_MODELS:
         model = PACKAGED_MODELS[ref]
         return ModelSource(
@@ -153,27 +156,196 @@ def locate_model(ref: str) -> ModelSource:
         if not local.is_dir():
             raise GcdbenchError(f"encoder path {ref!r} is a file; pass the model's folder.")
         return ModelSource(local.resolve(), "path", ref)
-    for model in PACKAGED_MODELS.values():
+    packaged = _packaged_for_hub_id(ref)
+    if packaged is not None:
         # A hub id whose weights a package ships: take the package, no network needed.
-        if ref == model.hub_id:
-            try:
-                path = packaged_model_path(model)
-            except GcdbenchError:
-                break
-            return ModelSource(path, "package", ref, model.hub_id, model.requirement)
+        return ModelSource(packaged_model_path(packaged), "package", ref, ref, packaged.requirement)
+    if looks_like_path(ref):
+        raise GcdbenchError(missing_folder_message(ref))
     return ModelSource(_download_from_hub(ref), "hub", ref, ref)
 
 
-def _download_from_hub(hub_id: str) -> Path:
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise GcdbenchError(
-            f"encoder {hub_id!r} is neither a local folder nor a packaged model, and "
-            "HF_HUB_OFFLINE=1 forbids the download; pass a local path or a packaged alias."
-        )
+# -- hub ids --------------------------------------------------------------------------------
+
+#: Hub ids without an organisation: the original uploads (BERT and its family) that the hub
+#: still serves under their bare names, and that papers cite that way (GLEAN and Loop train
+#: ``bert-base-uncased``). Any other hub model must be written ``org/name``.
+ORGLESS_HUB_IDS = frozenset(
+    {
+        "bert-base-uncased",
+        "bert-base-cased",
+        "bert-large-uncased",
+        "bert-large-cased",
+        "bert-base-multilingual-uncased",
+        "bert-base-multilingual-cased",
+        "bert-base-chinese",
+        "roberta-base",
+        "roberta-large",
+        "distilbert-base-uncased",
+        "distilbert-base-cased",
+        "distilbert-base-multilingual-cased",
+        "distilroberta-base",
+        "albert-base-v2",
+        "albert-large-v2",
+        "xlm-roberta-base",
+        "xlm-roberta-large",
+    }
+)
+# org/name as the hub spells them: one slash, neither part empty nor starting with a dot.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+#: Seconds the early check waits for the hub before calling it unreachable.
+HUB_PROBE_TIMEOUT_S = 10.0
+
+
+def is_hub_id(ref: str) -> bool:
+    """Whether ``ref`` names a Hugging Face hub model: a well-known org-less id, or
+    ``org/name`` that is no existing path (a local folder always wins)."""
+    if Path(ref).expanduser().exists():
+        return False
+    return ref in ORGLESS_HUB_IDS or _HUB_ID.fullmatch(ref) is not None
+
+
+def looks_like_path(ref: str) -> bool:
+    """A reference only a file system could mean: absolute, relative with ./ or ~, or more
+    than one level deep (a hub id has exactly one slash)."""
+    return (
+        ref.startswith(("/", ".", "~"))
+        or "\\" in ref
+        or ref.count("/") > 1
+        or (ref.endswith("/") and ref.count("/") == 1)
+    )
+
+
+def missing_folder_message(ref: str) -> str:
+    return (
+        f"encoder folder {ref!r} does not exist; pass a folder holding the model, a hub id "
+        "(org/name) or a registered encoder (gcdbench list encoders)."
+    )
+
+
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` set to a true value, as huggingface_hub reads it."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def hub_unreachable_message(hub_id: str, why: str) -> str:
+    """The one line for a hub id this machine cannot get: how to bring the model here."""
+    return (
+        f"encoder {hub_id!r} is a Hugging Face hub id, and the hub cannot be reached ({why}) "
+        "nor is the model in the local Hugging Face cache; download it on a machine with "
+        f"network (`hf download {hub_id} --local-dir DIR`), copy DIR here and pass "
+        "--encoder DIR."
+    )
+
+
+def _offline_reason() -> str:
+    return "HF_HUB_OFFLINE=1 is set" if hub_offline() else "no network"
+
+
+def cached_hub_snapshot(hub_id: str) -> Path | None:
+    """The model's folder in the local Hugging Face cache, without touching the network."""
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(hub_id))
+        return Path(snapshot_download(hub_id, local_files_only=True))
+    except Exception:
+        # Not cached (LocalEntryNotFoundError), a malformed id, or no huggingface_hub at all:
+        # in every case there is no local copy to run on.
+        return None
+
+
+def _packaged_for_hub_id(ref: str) -> PackagedModel | SplitZipModel | None:
+    """The packaged model whose hub id is ``ref``, when its packages are installed."""
+    for model in PACKAGED_MODELS.values():
+        if ref == model.hub_id:
+            try:
+                check_packaged_installed(model)
+            except GcdbenchError:
+                return None
+            return model
+    return None
+
+
+def check_packaged_installed(model: PackagedModel | SplitZipModel) -> None:
+    """Fail with the install command when a packaged model's packages are missing; reads
+    package metadata only (a split model is assembled later, on first use)."""
+    if isinstance(model, SplitZipModel):
+        for dist, part in zip(model.distributions, model.part_files, strict=True):
+            installed_file(dist, model.version, part, model=model.alias, hint=model.install_hint)
+    else:
+        packaged_model_path(model)
+
+
+def check_model_available(ref: str) -> None:
+    """Fail now, with one line, when the model ``ref`` names cannot be had on this machine:
+    a packaged model whose packages are missing, a folder that does not exist, or a hub id
+    that is neither in the local Hugging Face cache nor reachable. Downloads and writes
+    nothing, so a run can be refused before it has written anything."""
+    if ref in PACKAGED_MODELS:
+        check_packaged_installed(PACKAGED_MODELS[ref])
+        return
+    if Path(ref).expanduser().exists() or _packaged_for_hub_id(ref) is not None:
+        return
+    if looks_like_path(ref):
+        raise GcdbenchError(missing_folder_message(ref))
+    if cached_hub_snapshot(ref) is not None:
+        return
+    if hub_offline():
+        raise GcdbenchError(hub_unreachable_message(ref, _offline_reason()))
+    problem = _probe_hub(ref)
+    if problem is not None:
+        raise GcdbenchError(problem)
+
+
+@functools.cache
+def _probe_hub(hub_id: str) -> str | None:
+    """None when the hub serves ``hub_id``, else the one line saying why not. Asked once per
+    process: a plan of many runs on one encoder asks the hub once."""
+    try:
+        from huggingface_hub import model_info
+        from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+    except ImportError:
+        return (
+            f"encoder {hub_id!r} is a Hugging Face hub id, and huggingface_hub is not "
+            "installed; pip install huggingface_hub, or pass a local folder holding the model."
+        )
+    try:
+        model_info(hub_id, timeout=HUB_PROBE_TIMEOUT_S)
+    except GatedRepoError:  # a subclass of RepositoryNotFoundError: test it first
+        return (
+            f"encoder {hub_id!r} is a gated model on the Hugging Face hub; accept its terms "
+            "and log in (`hf auth login`), or pass a local folder holding the model."
+        )
+    except RepositoryNotFoundError:
+        return (
+            f"encoder {hub_id!r} is neither a local folder, a registered encoder nor a model "
+            "on the Hugging Face hub; check the id (e.g. google-bert/bert-base-uncased)."
+        )
+    except Exception as exc:
+        # Connection refused, name resolution, a timeout, a hub error page: whatever the
+        # transport says, the model cannot be fetched from here now.
+        return hub_unreachable_message(hub_id, f"{_offline_reason()}: {type(exc).__name__}")
+    return None
+
+
+def _download_from_hub(hub_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
+
+    offline = hub_offline()
+    try:
+        # Offline, the local cache is the only place to look (huggingface_hub reads the
+        # variable at import, so say it per call). Online it also falls back to the cache
+        # when the network fails.
+        return Path(snapshot_download(hub_id, local_files_only=offline))
+    except LocalEntryNotFoundError:
+        # Raised when the hub could not be asked (offline or no network) and nothing is cached.
+        raise GcdbenchError(hub_unreachable_message(hub_id, _offline_reason())) from None
+    except RepositoryNotFoundError:
+        raise GcdbenchError(
+            f"encoder {hub_id!r} is not a model on the Hugging Face hub; check the id "
+            "(e.g. google-bert/bert-base-uncased), or pass a local folder."
+        ) from None
     except Exception as exc:
         raise GcdbenchError(
             f"could not fetch encoder {hub_id!r} from the Hugging Face hub "

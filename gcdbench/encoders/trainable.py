@@ -4,6 +4,8 @@
   hub id) with CLS pooling, the GLEAN/Loop feature. Options follow a ``#``, comma-separated:
   ``mean`` or ``cls`` for the pooling, ``len=N`` for the maximum length, e.g.
   ``hf-transformer:all-mpnet-base-v2#mean,len=128``.
+* :func:`load_backbone` — the model a run's ``--encoder`` names, as a trainable backbone
+  (what ``RunContext.load_backbone`` hands to methods that fine-tune).
 * :func:`trained_encoder` — wraps a backbone a method has fine-tuned, so its test features go
   through the same Encoder interface with a fingerprint of the trained weights.
 """
@@ -144,6 +146,11 @@ class HFTransformerFactory(EncoderFactory):
             max_length=max_length,
         )  # fmt: skip
 
+    def model_ref(self, ref: str | None = None) -> str | None:
+        # The options after '#' set this encoder's own pooling and length; a method that
+        # fine-tunes the model takes those from its parameters.
+        return parse_hf_ref(ref)[0] if ref else None
+
 
 class TrainedBackboneEncoder(_BackboneEncoder):
     """A fine-tuned backbone as an Encoder. The fingerprint covers the weights as they are
@@ -198,3 +205,37 @@ def trained_encoder(
 
     backbone = model.backbone if isinstance(model, TrainingMode) else model
     return TrainedBackboneEncoder(backbone, name, precision=precision)
+
+
+def load_backbone(
+    encoder: str | Encoder | None,
+    method: str,
+    *,
+    pooling: str,
+    with_mlm_head: bool,
+    max_length: int,
+    device: str | None = None,
+) -> TextBackbone:
+    """The model ``encoder`` names, loaded as a trainable backbone for ``method``.
+
+    ``encoder`` is an ``--encoder`` value (see :func:`gcdbench.encoders.trainable_ref`) or an
+    encoder object built on model files (its ``source``); anything without weights, a bag
+    of words say, is one clear error.
+    """
+    from gcdbench.encoders import trainable_ref
+    from gcdbench.training.backbone import TextBackbone
+
+    if isinstance(encoder, Encoder):
+        source = getattr(encoder, "source", None)
+        if not isinstance(source, ModelSource):
+            raise GcdbenchError(
+                f"method {method!r} fine-tunes a transformer; encoder {encoder.name!r} has no "
+                "weights. Pass a model: all-MiniLM-L6-v2, all-mpnet-base-v2, a local folder "
+                "or a hub id (e.g. bert-base-uncased)."
+            )
+        ref = source.ref  # located again the same way, so provenance keeps the hub id
+    else:
+        ref = trainable_ref(encoder, method)
+    return TextBackbone.from_ref(
+        ref, pooling=pooling, with_mlm_head=with_mlm_head, max_length=max_length, device=device
+    )

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from gcdbench.api.values import FALSE_WORDS, TRUE_WORDS, parse_value
 from gcdbench.errors import GcdbenchError, UnknownNameError
 
-#: the spellings of yes and no that flag options accept
-TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
-FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+# FALSE_WORDS and TRUE_WORDS stay importable from here for older callers.
+__all__ = ["FALSE_WORDS", "TRUE_WORDS", "BackendOptions"]
 
 
 class BackendOptions:
@@ -37,20 +37,20 @@ class BackendOptions:
         return value
 
     def integer(self, key: str, default: int, minimum: int | None = None) -> int:
-        return self._number(key, default, minimum, int, "an integer")
+        return self._number(key, default, minimum, int)
 
     def number(self, key: str, default: float, minimum: float | None = None) -> float:
-        return self._number(key, default, minimum, float, "a number")
+        return self._number(key, default, minimum, float)
 
-    def _number(self, key: str, default: Any, minimum: Any, convert: Any, noun: str) -> Any:
+    def _number(self, key: str, default: Any, minimum: Any, kind: type) -> Any:
         raw = self.values.get(key)
         if raw is None:
             return default
         try:
-            value = convert(raw)
-        except ValueError:
+            value = parse_value(raw, kind)
+        except ValueError as exc:
             raise GcdbenchError(
-                f"{self.backend} option {key}={raw!r} is not {noun}; pass e.g. {key}={default}."
+                f"{self.backend} option {key}={exc}; pass e.g. {key}={default}."
             ) from None
         if minimum is not None and value < minimum:
             raise GcdbenchError(
@@ -62,10 +62,9 @@ class BackendOptions:
         raw = self.values.get(key)
         if raw is None:
             return default
-        if raw.lower() in TRUE_WORDS:
-            return True
-        if raw.lower() in FALSE_WORDS:
-            return False
-        raise GcdbenchError(
-            f"{self.backend} option {key}={raw!r} is not a yes/no value; pass {key}=true or false."
-        )
+        try:
+            return bool(parse_value(raw, bool))
+        except ValueError as exc:
+            raise GcdbenchError(
+                f"{self.backend} option {key}={exc}; pass {key}=true or false."
+            ) from None

@@ -1,23 +1,31 @@
-"""RunContext: what a method gets besides its task — seeded generators, features, progress."""
+"""RunContext: what a method gets besides its task — seeded generators, the run's encoder
+(frozen features or a trainable backbone), feedback, progress — and :func:`build_context`,
+the one place a context is put together (the runner and the conformance checks both call
+it)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gcdbench.api.encoder import Encoder
-from gcdbench.api.feedback import FeedbackProvider
+from gcdbench.api.feedback import FeedbackEnv, FeedbackProvider
 from gcdbench.api.progress import AnswerSink, Reporter, answers_reported_to, report_answers
 from gcdbench.api.spec import RunSpec
 from gcdbench.api.task import TaskPart
 from gcdbench.encoders.cache import FeatureCache
+from gcdbench.errors import GcdbenchError
 from gcdbench.util.random import keyed_generator
+
+if TYPE_CHECKING:  # torch loads only when a method asks for a backbone
+    from gcdbench.training.backbone import TextBackbone
 
 
 @dataclass
@@ -39,6 +47,8 @@ class RunContext:
     # read them (GLEAN's official category demonstrations), and reading marks the run.
     novel_dev_examples: Callable[[int], list[tuple[str, str]]] | None = None
     leaked: list[str] = field(default_factory=list)
+    # Every backbone handed out by load_backbone: what the record says was fine-tuned.
+    backbones: list[dict[str, Any]] = field(default_factory=list)
     _encoder: Encoder | None = None
     _feedback: FeedbackProvider | None = None
 
@@ -59,13 +69,49 @@ class RunContext:
     def encoder_loaded(self) -> bool:
         return self._encoder is not None
 
+    def load_backbone(self, *, pooling: str, with_mlm_head: bool, max_length: int) -> TextBackbone:
+        """The run's ``--encoder`` as a trainable backbone: the model that value names (a
+        packaged alias, a local folder or a hub id; ``sentence-transformers:REF`` trains REF),
+        freshly loaded on every call so a method may train it. A bag of words has no weights:
+        one clear error. The record lists every backbone loaded under ``encoder``."""
+        from gcdbench.encoders.trainable import load_backbone
+
+        # The spec's value where there is one (the runner); a conformance check may hand over
+        # an encoder object instead, whose model files are then the ones trained.
+        encoder: str | Encoder = self.spec.encoder or self.encoder
+        backbone = load_backbone(
+            encoder,
+            self.spec.method,
+            pooling=pooling,
+            with_mlm_head=with_mlm_head,
+            max_length=max_length,
+        )
+        self.backbones.append(
+            {
+                **backbone.source,
+                "with_mlm_head": with_mlm_head,
+                "fingerprint": backbone.fingerprint,
+                "deviations": list(backbone.deviations),
+            }
+        )
+        return backbone
+
+    def describe_encoder(self) -> dict[str, Any] | None:
+        """The record's ``encoder``: name and weight fingerprint of the run's encoder (the
+        ones the run identity hashes) whenever the run has one, used for features or not,
+        plus every backbone a method loaded from it to fine-tune."""
+        if not self.encoder_loaded and not self.spec.encoder and not self.backbones:
+            return None
+        out = dict(self.encoder.describe())
+        if self.backbones:
+            out["fine_tuned"] = [dict(b) for b in self.backbones]
+        return out
+
     @property
     def feedback(self) -> FeedbackProvider:
         """The run's feedback provider (methods that list "feedback" in ``uses``)."""
         if self._feedback is None:
             if self.feedback_factory is None:
-                from gcdbench.errors import GcdbenchError
-
                 raise GcdbenchError(
                     "this method declares no feedback in `uses`; add 'feedback' to ask any."
                 )
@@ -77,8 +123,6 @@ class RunContext:
         class. This hands the method gold labels of novel classes: the run record says so
         (``leaks_labels``), and leaderboards mark the run."""
         if self.novel_dev_examples is None:
-            from gcdbench.errors import GcdbenchError
-
             raise GcdbenchError(f"{why} needs novel-class dev examples, which this run lacks.")
         self.leaked.append(why)
         return self.novel_dev_examples(per_class)
@@ -118,5 +162,65 @@ class RunContext:
         return out
 
 
+def build_context(
+    spec: RunSpec,
+    file_texts: Mapping[str, list[str]],
+    work_dir: Path,
+    *,
+    uses: Collection[str],
+    encoder: Encoder | None = None,
+    feedback_env: FeedbackEnv | None = None,
+    reporter: Reporter | None = None,
+    features: FeatureCache | None = None,
+    novel_dev_examples: Callable[[int], list[tuple[str, str]]] | None = None,
+) -> RunContext:
+    """The context of one run of ``spec`` by a method that declares ``uses``.
+
+    The encoder is the one ``spec.encoder`` names (checked now, built on first use), or
+    ``encoder`` when given (an object, for checks that need no model); a method that
+    declares no encoder gets none. Feedback comes from ``spec.llm`` through
+    ``feedback_env`` when the method asks for it.
+    """
+    from gcdbench.encoders import encoder_factory
+
+    encoder_source: Callable[[], Encoder]
+    if encoder is not None:
+        encoder_source = partial(_given, encoder)
+    elif spec.encoder and "encoder" in uses:
+        encoder_source = encoder_factory(spec.encoder)
+    else:
+        encoder_source = _no_encoder
+    feedback_factory = None
+    if "feedback" in uses and spec.llm and feedback_env is not None:
+        from gcdbench.feedback.resolve import open_feedback
+
+        feedback_factory = partial(open_feedback, spec.llm, feedback_env)
+    return RunContext(
+        spec=spec,
+        file_texts=file_texts,
+        encoder_factory=encoder_source,
+        work_dir=work_dir,
+        reporter=Reporter() if reporter is None else reporter,
+        features=FeatureCache() if features is None else features,
+        feedback_factory=feedback_factory,
+        novel_dev_examples=novel_dev_examples,
+    )
+
+
+def _given(encoder: Encoder) -> Encoder:
+    return encoder
+
+
+def _no_encoder() -> Encoder:
+    raise GcdbenchError("this method declares no encoder in `uses`; add 'encoder' to use one.")
+
+
 # Re-exported: plugins written against ``gcdbench.runner.context`` keep working.
-__all__ = ["AnswerSink", "Reporter", "RunContext", "answers_reported_to", "report_answers"]
+__all__ = [
+    "AnswerSink",
+    "Reporter",
+    "RunContext",
+    "answers_reported_to",
+    "build_context",
+    "report_answers",
+]

@@ -36,14 +36,14 @@ from gcdbench.data.split import (
     save_split,
 )
 from gcdbench.data.store import DownloadEvent, locate_dataset
-from gcdbench.encoders import encoder_factory
+from gcdbench.encoders import check_encoder
 from gcdbench.engine import engine_fingerprint
 from gcdbench.errors import GcdbenchError
-from gcdbench.feedback.resolve import open_feedback, resolve_llm
+from gcdbench.feedback.resolve import resolve_llm
 from gcdbench.metrics import evaluate, hungarian_mapping
 from gcdbench.report.feedback_quality import score_feedback_log
 from gcdbench.runner import provenance
-from gcdbench.runner.context import Reporter, RunContext
+from gcdbench.runner.context import Reporter, build_context
 from gcdbench.runner.identity import run_identity
 from gcdbench.runner.store import ResultsStore
 
@@ -87,7 +87,9 @@ def resolve_spec(
     method_cls.cross_check(params, definition.num_classes)
     if "encoder" in method_cls.uses:
         encoder = encoder or DEFAULT_ENCODER
-        encoder_factory(encoder)  # an unknown name fails here, not mid-run
+        # An unknown name, missing model packages or folder, or a hub id this machine cannot
+        # reach fail here, before anything is written, not when the model loads mid-run.
+        check_encoder(encoder)
     else:
         encoder = None
     if "feedback" in method_cls.uses:
@@ -168,15 +170,13 @@ def execute(spec: RunSpec, options: RunOptions, reporter: Reporter | None = None
         run_hash=spec.hash,
     )
     with tempfile.TemporaryDirectory(prefix="gcdbench-run-") as work:
-        ctx = RunContext(
-            spec=spec,
-            file_texts=_file_texts(parts),
-            encoder_factory=encoder_factory(spec.encoder) if spec.encoder else _no_encoder,
-            work_dir=Path(work),
+        ctx = build_context(
+            spec,
+            _file_texts(parts),
+            Path(work),
+            uses=method_cls.uses,
+            feedback_env=feedback_env,
             reporter=reporter,
-            feedback_factory=partial(open_feedback, spec.llm, feedback_env)
-            if "feedback" in method_cls.uses and spec.llm
-            else None,
             novel_dev_examples=partial(_novel_dev_examples, parts, split.known_classes),
         )
         reporter.message(f"running {spec.label} (seed {spec.seed})")
@@ -235,7 +235,9 @@ def execute(spec: RunSpec, options: RunOptions, reporter: Reporter | None = None
                 "version": plugin.version,
             },
         },
-        encoder=ctx.encoder.describe() if ctx.encoder_loaded else None,
+        # Name and fingerprint for every run with an encoder, training methods included
+        # (they fine-tune the model it names and never embed through ctx.embed).
+        encoder=ctx.describe_encoder(),
         feedback=feedback,
         provenance={
             **provenance.collect(),
@@ -279,10 +281,6 @@ def download_reporter(reporter: Reporter) -> Callable[[DownloadEvent], None]:
             reporter.message(f"downloaded {event.file} ({event.done_bytes:,} bytes){retries}")
 
     return report
-
-
-def _no_encoder() -> Any:
-    raise GcdbenchError("this method declares no encoder in `uses`; add 'encoder' to use one.")
 
 
 def _file_texts(parts: DatasetParts) -> dict[str, list[str]]:

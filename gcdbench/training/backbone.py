@@ -82,7 +82,9 @@ class TextBackbone(torch.nn.Module):
             raise GcdbenchError(f"unknown pooling {pooling!r}; use one of {', '.join(POOLINGS)}.")
         if max_length < 2:
             raise GcdbenchError(f"max_length must be at least 2, got {max_length}.")
-        self.model = model
+        # A Hugging Face model: its attributes (config, base_model, save_pretrained) are
+        # dynamic, which torch's Module typing cannot express.
+        self.model: Any = model
         self.tokenizer = tokenizer
         self.pooling = pooling
         self.max_length = max_length
@@ -119,7 +121,9 @@ class TextBackbone(torch.nn.Module):
         device: str | torch.device | None = None,
     ) -> TextBackbone:
         """Load ``ref``: a packaged alias (all-MiniLM-L6-v2, all-mpnet-base-v2), a local folder,
-        or a hub id (e.g. bert-base-uncased, downloaded unless HF_HUB_OFFLINE=1).
+        or a hub id (e.g. bert-base-uncased: downloaded, or taken from the local Hugging Face
+        cache offline). Methods get theirs from ``RunContext.load_backbone`` instead, which
+        reads the run's ``--encoder``.
 
         ``with_mlm_head`` loads AutoModelForMaskedLM; a checkpoint without a head gets a fresh
         one, recorded in ``deviations``.
@@ -189,8 +193,9 @@ class TextBackbone(torch.nn.Module):
 
     # ---- computation --------------------------------------------------------------------
     @property
-    def encoder_model(self) -> torch.nn.Module:
-        """The bare encoder (BertModel, MPNetModel, ...) without the MLM head."""
+    def encoder_model(self) -> Any:
+        """The bare encoder (BertModel, MPNetModel, ...) without the MLM head: a torch Module
+        with Hugging Face attributes (``config``, ``embeddings``, ``encoder``)."""
         return self.model.base_model if self.with_mlm_head else self.model
 
     @property

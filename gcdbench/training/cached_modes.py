@@ -1,17 +1,18 @@
 """The cached training modes: ``top-N`` (token states at the cut cached) and ``head``
-(pooled features cached). See :mod:`gcdbench.training.modes` for the contract."""
+(pooled features cached). See :mod:`gcdbench.training.modes` for what each does and
+:mod:`gcdbench.training.mode_base` for the contract."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from gcdbench.training.backbone import TextBackbone
-from gcdbench.training.modes import HEAD_FEATURE_DROPOUT, TrainingMode
+from gcdbench.training.mode_base import HEAD_FEATURE_DROPOUT, TrainingMode
 
 
 class TopLayersMode(TrainingMode):
@@ -29,7 +30,7 @@ class TopLayersMode(TrainingMode):
             f"tokens, glean.md §2.2) get the cached layer-{self.cut} state of a token drawn "
             "uniformly from the whole pool, since the frozen layers below cannot see new ids"
         )
-        layers = list(backbone.encoder_model.encoder.layer)
+        layers = _encoder_layers(backbone)
         head = []
         if backbone.with_mlm_head:
             frozen = {id(p) for p in backbone.encoder_model.parameters()}
@@ -130,9 +131,8 @@ class TopLayersMode(TrainingMode):
         return self._cache.numel() * self._cache.element_size()
 
     def _freeze_eval(self) -> None:
-        base = self.backbone.encoder_model
-        base.embeddings.eval()
-        for layer in list(base.encoder.layer)[: self.cut]:
+        cast(torch.nn.Module, self.backbone.encoder_model.embeddings).eval()
+        for layer in _encoder_layers(self.backbone)[: self.cut]:
             layer.eval()
 
 
@@ -203,3 +203,10 @@ class HeadMode(TrainingMode):
 
     def _freeze_eval(self) -> None:
         self.backbone.eval()
+
+
+def _encoder_layers(backbone: TextBackbone) -> list[torch.nn.Module]:
+    """The transformer blocks, bottom first (BERT-style models keep them in
+    ``encoder.layer``); typed here, since torch's ``Module.__getattr__`` is not."""
+    encoder = cast(torch.nn.Module, backbone.encoder_model.encoder)
+    return list(cast(torch.nn.ModuleList, encoder.layer))

@@ -12,8 +12,10 @@ from collections import Counter
 import numpy as np
 
 from gcdbench.api.miner import ClusterState
+from gcdbench.api.toolkit import l2_normalise
 from gcdbench.errors import GcdbenchError
-from gcdbench.training.mining import VARIANTS, nearest_to_centers, top_clusters
+from gcdbench.training.mining import nearest_to_centers, top_clusters
+from gcdbench.training.params import VARIANTS
 
 NO_QUERY = -1  # a Loop anchor whose neighbours all share its cluster gets no question
 
@@ -141,8 +143,7 @@ def _loop_clusters(own: int, clusters: np.ndarray, options: int, variant: str) -
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.asarray(vectors, dtype=np.float32)
-    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+    return l2_normalise(np.asarray(vectors, dtype=np.float32))
 
 
 def _most_similar(anchors: np.ndarray, options: np.ndarray) -> np.ndarray:

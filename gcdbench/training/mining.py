@@ -23,9 +23,10 @@ from sklearn.cluster import KMeans
 from sklearn.metrics.pairwise import euclidean_distances
 
 from gcdbench.api.miner import ClusterState
+from gcdbench.api.toolkit import l2_normalise
 from gcdbench.errors import GcdbenchError
+from gcdbench.training.params import VARIANTS
 
-VARIANTS = ("paper", "official")
 METRICS = ("cosine", "inner")
 
 
@@ -149,8 +150,7 @@ def knn(
             f"knn: k = {k} must be within 1..{most} for a pool of {n}; lower k for a small pool."
         )
     if metric == "cosine":
-        norms = np.linalg.norm(features, axis=1, keepdims=True)
-        features = features / np.maximum(norms, 1e-12)
+        features = l2_normalise(features)
     top = _top_hits(features, hits, backend, chunk_size)
     if not exclude_self:
         return top

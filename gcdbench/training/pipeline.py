@@ -10,27 +10,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from sklearn.cluster import KMeans
 
 from gcdbench.api.task import GCDTask
+from gcdbench.api.toolkit import kmeans
 from gcdbench.training.backbone import TextBackbone
 from gcdbench.training.heads import ProjectionHead
-from gcdbench.training.modes import TrainingMode, make_mode
-from gcdbench.training.presets import (
-    PretrainParams,
-    RoundParams,
-    backbone_ref,
-    check_params,
-    isolated_torch_rng,
-    l2_normalise,
-    resolve_topk,
-    torch_seed,
-)
+from gcdbench.training.mode_base import TrainingMode
+from gcdbench.training.modes import make_mode
+from gcdbench.training.params import PretrainParams, RoundParams, check_params, resolve_topk
+from gcdbench.training.plan import RoundHook
 from gcdbench.training.pretrain import pretrain
-from gcdbench.training.rounds import LoopResult, RoundHook, run_rounds
+from gcdbench.training.rounds import LoopResult, run_rounds
+from gcdbench.training.seeding import isolated_torch_rng, torch_seed
 
-if TYPE_CHECKING:  # the runner implements it; the engine never imports the runner
-    from gcdbench.runner.context import RunContext
+if TYPE_CHECKING:  # the protocol the runner implements; the engine never imports the runner
+    from gcdbench.api.context import RunContext
 
 
 @dataclass
@@ -46,11 +40,11 @@ def prepare_training(
     """The backbone the run's ``--encoder`` names, MTP-pre-trained unless ``with_mtp`` is
     off, and the training mode over the pool. Call inside :func:`isolated_torch_rng`."""
     check_params(params, method)
-    ref = backbone_ref(ctx.spec.encoder, method)
     wants_mlm = with_mtp and params.pretrain_mlm and params.mode != "head"
     with ctx.timed("load_backbone"):
-        backbone = TextBackbone.from_ref(
-            ref, pooling=params.pooling, with_mlm_head=wants_mlm, max_length=params.max_length
+        # The run's --encoder, whatever form it takes; the context records what it loaded.
+        backbone = ctx.load_backbone(
+            pooling=params.pooling, with_mlm_head=wants_mlm, max_length=params.max_length
         )
     diagnostics: dict[str, Any] = {"backbone": backbone.source}
     mode: TrainingMode | None = None
@@ -92,10 +86,7 @@ def cluster_test(
     features: np.ndarray, num_classes: int, seed: int, *, normalize: bool = False
 ) -> np.ndarray:
     """K-means with the true K, n_init pinned, random_state = the run seed (§7)."""
-    if normalize:
-        features = l2_normalise(features)
-    model = KMeans(n_clusters=num_classes, n_init=10, random_state=seed).fit(features)
-    return model.labels_.astype(np.int64)
+    return kmeans(features, num_classes, seed, n_init=10, normalize=normalize)
 
 
 def test_features(
@@ -107,8 +98,8 @@ def test_features(
         features = setup.mode.encode_texts(texts)
         if setup.mode.name == "head" and head is not None:
             device = setup.backbone.device
-            features = head.normalised(torch.as_tensor(features, device=device))
-            features = features.float().cpu().numpy()
+            projected = head.normalised(torch.as_tensor(features, device=device))
+            features = projected.float().cpu().numpy()
     return features
 
 
@@ -138,11 +129,15 @@ def train_and_cluster(
     *,
     hook: RoundHook | None = None,
     ce: bool = True,
-    align_weight: float = 0.0,
+    align_weight: float | None = None,
     with_mtp: bool = True,
 ) -> TrainedRun:
     """Pre-train, run the rounds (with ``hook`` asking feedback, if any), then K-means on the
-    test features — the whole of ``no-llm``, and everything GLEAN and Loop do besides asking."""
+    test features — the whole of ``no-llm``, and everything GLEAN and Loop do besides asking.
+
+    The rounds sum ``params.losses``; ``ce`` and ``align_weight`` are passed on to
+    :func:`gcdbench.training.rounds.run_rounds` (``ce=False`` drops ``ce``, ``align_weight``
+    weighs ``align`` and adds it when ``losses`` does not list it)."""
     k = resolve_topk(params.k, task.dataset, len(task.train))
     with isolated_torch_rng(ctx.rng("torch")):
         setup = prepare_training(task, ctx, params, method, with_mtp=with_mtp)

@@ -32,9 +32,11 @@ from gcdbench.api.spec import canonical_json, sha256_hex
 from gcdbench.api.task import GCDTask
 from gcdbench.training.backbone import TextBackbone
 from gcdbench.training.heads import KnownClassifier
-from gcdbench.training.modes import TrainingMode, make_mode
+from gcdbench.training.mode_base import TrainingMode
+from gcdbench.training.modes import make_mode
 from gcdbench.training.optim import cycling_batches, make_optimisation, steps_per_epoch
-from gcdbench.training.presets import PretrainParams, generator_for
+from gcdbench.training.params import PretrainParams
+from gcdbench.training.seeding import generator_for
 from gcdbench.util.files import atomic_dir, write_json
 
 MANIFEST = "manifest.json"

@@ -12,52 +12,39 @@ plan's override or a uniformly random member of its top-(k+1) list (itself inclu
 the official code), re-drawn every epoch (§3.2); both get an augmented view, go through the
 projection head, and the NCL term contrasts them under the kNN/label adjacency. CE runs on a
 separate labeled batch through a classifier on the head's output; ``align`` runs when the
-plan gives targets. The total is Σ weight · hook, the hooks coming from the loss registry.
+plan gives targets. The total is Σ weight · hook over the terms the method's ``losses``
+parameter names, each hook built from the loss registry
+(:mod:`gcdbench.training.loss_terms`): a step computes only the inputs those terms read.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from gcdbench import registry
+from gcdbench.api.loss import LossHook
 from gcdbench.api.miner import ClusterState
 from gcdbench.api.progress import Reporter
 from gcdbench.api.task import GCDTask
+from gcdbench.api.toolkit import l2_normalise
+from gcdbench.errors import GcdbenchError
 from gcdbench.training.heads import KnownClassifier, ProjectionHead
+from gcdbench.training.loss_terms import DEFAULT_LOSSES, LossTerm, resolve_terms
 from gcdbench.training.losses import neighbour_adjacency, weighted_sum
 from gcdbench.training.mining import cluster_state
-from gcdbench.training.modes import TrainingMode
+from gcdbench.training.mode_base import TrainingMode
 from gcdbench.training.optim import cycling_batches, make_optimisation, steps_per_epoch
-from gcdbench.training.presets import RoundParams, generator_for, l2_normalise
-
-
-@dataclass
-class RoundPlan:
-    """What a round hook asks the next epochs to train with (every field optional).
-
-    ``positives`` maps a pool index to the pool index used as its positive for the whole
-    round. ``align_targets`` maps a pool index to its chosen cluster id, and
-    ``align_candidates`` to the cluster ids offered (the target among them); cluster ids
-    index ``descriptions``, one text per cluster, encoded at every step.
-    """
-
-    positives: Mapping[int, int] = field(default_factory=dict)
-    align_targets: Mapping[int, int] = field(default_factory=dict)
-    align_candidates: Mapping[int, Sequence[int]] = field(default_factory=dict)
-    descriptions: Sequence[str] = ()
-    info: Mapping[str, Any] = field(default_factory=dict)  # recorded in the round's stats
-
-
-#: (cluster state, round index, pool texts) -> plan or None; the GLEAN/Loop extension point
-RoundHook = Callable[[ClusterState, int, Sequence[str]], RoundPlan | None]
+from gcdbench.training.params import RoundParams
+from gcdbench.training.plan import RoundHook, RoundPlan
+from gcdbench.training.seeding import generator_for
 
 
 @dataclass
@@ -77,18 +64,28 @@ def run_rounds(
     rng: np.random.Generator,
     hook: RoundHook | None = None,
     ce: bool = True,
-    align_weight: float = 0.0,
+    align_weight: float | None = None,
     reporter: Reporter | None = None,
 ) -> LoopResult:
     """Train ``mode``'s trainable part (plus a new head and classifier) for ``params.epochs``
-    epochs, re-clustering every ``params.update_per_epoch`` epochs."""
+    epochs, re-clustering every ``params.update_per_epoch`` epochs.
+
+    The loss is the sum of ``params.losses`` (``"ncl,ce"`` when the params have no such
+    field); ``ce=False`` leaves ``ce`` out and ``align_weight`` sets the weight of
+    ``align``, adding it when ``losses`` does not list it (see
+    :func:`gcdbench.training.loss_terms.resolve_terms`).
+    """
     reporter = reporter or Reporter()
+    all_terms = resolve_terms(
+        getattr(params, "losses", DEFAULT_LOSSES), params, ce=ce, align_weight=align_weight
+    )
+    hooks = {term.name: _build_hook(term.name, params) for term in all_terms}
     backbone = mode.backbone
     device = backbone.device
     pool_size = len(task.train)
     head = ProjectionHead(backbone.hidden_size, params.feat_dim).to(device)
-    outputs = task.num_classes if params.classifier == "all" else task.num_known
-    classifier = KnownClassifier(params.feat_dim, outputs).to(device)
+    classes = task.num_classes if params.classifier == "all" else task.num_known
+    classifier = KnownClassifier(params.feat_dim, classes).to(device)
     per_epoch = steps_per_epoch(pool_size, params.batch_size)
     if params.max_steps_per_epoch > 0:
         per_epoch = min(per_epoch, params.max_steps_per_epoch)
@@ -119,10 +116,18 @@ def run_rounds(
                 rounds.append(stats)
                 neighbour_lists = torch.as_tensor(state.neighbours, dtype=torch.long)
                 # A round whose feedback gave no usable category answer (all filtered, or no
-                # anchors) has nothing to align: leave the term out rather than feed it nothing.
-                terms = _loss_terms(
-                    params, ce=ce, align_weight=align_weight if plan.align_targets else 0.0
-                )
+                # anchors) has nothing to align: leave those terms out rather than feed them
+                # nothing.
+                active = _active_terms(all_terms, aligned=bool(plan.align_targets))
+                if not active:
+                    raise GcdbenchError(
+                        f"round {len(rounds)}: every loss in {[t.name for t in all_terms]} reads "
+                        "alignment inputs, which this round's plan does not give; add a term "
+                        "every round has, e.g. -p losses=ncl,align."
+                    )
+                terms = [(hooks[term.name], term.weight) for term in active]
+                classify = any(term.needs_classifier for term in active)
+                align = any(term.needs_alignment for term in active)
                 steps = per_epoch * min(params.update_per_epoch, params.epochs - epoch)
                 round_scope.enter_context(reporter.stage("train"))
                 advance = round_scope.enter_context(reporter.task("steps", total=steps))
@@ -145,12 +150,12 @@ def run_rounds(
                     ).to(device)
                 }
                 outputs: dict[str, Any] = {"features": features}
-                if ce and task.num_labeled:
+                if classify and task.num_labeled:
                     lab = next(labeled_batches)
                     pooled = mode.embed(lab, augment=False, generator=generator)
                     outputs["logits"] = classifier(head(pooled))
                     batch["labels"] = labeled_y[lab].to(device)
-                if align_weight and plan.align_targets:
+                if align:
                     _fill_alignment(
                         batch, outputs, plan, idx, features[:, 0], mode, head, generator
                     )
@@ -223,8 +228,6 @@ def _begin_round(
 
 
 def _check_plan(plan: RoundPlan, pool_size: int, num_clusters: int) -> None:
-    from gcdbench.errors import GcdbenchError
-
     for anchor, positive in plan.positives.items():
         if not (0 <= anchor < pool_size and 0 <= positive < pool_size):
             raise GcdbenchError(
@@ -251,17 +254,23 @@ def _draw_positives(
     return positives
 
 
-def _loss_terms(params: RoundParams, *, ce: bool, align_weight: float) -> list[tuple[Any, float]]:
-    ncl = registry.get("loss", "ncl")(temperature=params.temperature)
-    terms: list[tuple[Any, float]] = [(ncl, params.ncl_weight)]
-    if ce:
-        terms.append((registry.get("loss", "ce")(), params.ce_weight))
-    if align_weight:
-        align = registry.get("loss", "align")(
-            temperature=params.temperature, include_positive=params.variant == "paper"
+def _build_hook(name: str, params: RoundParams) -> LossHook:
+    """The registered loss ``name``, configured from the method's params."""
+    hook_class = registry.get("loss", name)
+    from_params = getattr(hook_class, "from_params", None)
+    hook = from_params(params) if from_params is not None else hook_class()
+    if not callable(hook):
+        raise GcdbenchError(
+            f"loss {name!r} built a {type(hook).__name__}, which cannot be called; register a "
+            "gcdbench.api.LossHook subclass."
         )
-        terms.append((align, align_weight))
-    return terms
+    return hook
+
+
+def _active_terms(terms: Sequence[LossTerm], *, aligned: bool) -> list[LossTerm]:
+    """The terms a round trains with: those reading alignment inputs only when the round's
+    plan gives alignment targets."""
+    return [term for term in terms if aligned or not term.needs_alignment]
 
 
 def _fill_alignment(

@@ -22,44 +22,29 @@ from typing import Any
 
 import numpy as np
 
-from gcdbench import hookimpl, registry
-from gcdbench.api import GCDTask, Method, MethodOutput
-from gcdbench.api.feedback import LAYOUTS, AskingPolicy
+from gcdbench.api import (
+    LAYOUTS,
+    AskingPolicy,
+    ClusterInfo,
+    ClusterState,
+    Component,
+    GcdbenchError,
+    GCDTask,
+    Method,
+    MethodOutput,
+    RunContext,
+    hookimpl,
+    param,
+    registered,
+    training,
+)
 from gcdbench.api.feedback_log import CATEGORY, INSTANCE, DescriptionLog
-from gcdbench.api.method import ClusterInfo, Component, param
-from gcdbench.api.miner import ClusterState
-from gcdbench.errors import GcdbenchError
-from gcdbench.runner.context import RunContext
-from gcdbench.training.candidates import (
-    category_candidates,
-    cluster_centers,
-    cluster_choice,
-    cluster_members,
-    encoder_choice,
-    instance_candidates,
-    representatives,
-)
-from gcdbench.training.mining import nearest_to_centers
-from gcdbench.training.pipeline import train_and_cluster
-from gcdbench.training.presets import (
-    CLASSIFIERS,
-    RoundParams,
-    check_params,
-    l2_normalise,
-    presets_for,
-)
-from gcdbench.training.questions import (
-    Asker,
-    AskingStyle,
-    description_text,
-    known_class_demonstrations,
-)
-from gcdbench.training.rounds import RoundPlan
+from gcdbench.api.toolkit import l2_normalise
 from gcdbench_builtins import glean_kinds
 
 
 @dataclass(frozen=True)
-class GleanParams(RoundParams):
+class GleanParams(training.RoundParams):
     """Defaults = the cpu preset: the round loop's cpu values, two rounds, 30 anchors per
     round, the top ⌊0.1·K⌋ descriptions per category question and every choice asked in two
     option orders. Chosen by measurement (benchmarks/REPRODUCTION.md): the embedded 1.5B
@@ -69,7 +54,9 @@ class GleanParams(RoundParams):
     ratio 0.5, one order and five rounds."""
 
     classifier: str = param(
-        "all", choices=CLASSIFIERS, help="classifier outputs: all K (GLEAN, §2) or known classes"
+        "all",
+        choices=training.CLASSIFIERS,
+        help="classifier outputs: all K (GLEAN, §2) or known classes",
     )
     update_per_epoch: int = param(3, ge=1, help="re-cluster (start a round) every N epochs")
     query_samples: int = param(
@@ -149,7 +136,7 @@ class Glean(Method):
         Component("quality", "quality enhancement: demo + filter", includes=("demo", "filter")),
     )
     Params = GleanParams
-    presets = presets_for(GleanParams, paper=_GLEAN_PAPER, smoke=_GLEAN_SMOKE)
+    presets = training.presets_for(GleanParams, paper=_GLEAN_PAPER, smoke=_GLEAN_SMOKE)
 
     @classmethod
     def cross_check(cls, params: GleanParams, num_classes: int | None = None) -> None:
@@ -163,7 +150,7 @@ class Glean(Method):
         params: GleanParams = self.params
         _check(params, task)
         rounds = GleanRounds(task, ctx, params, self)
-        trained = train_and_cluster(
+        trained = training.train_and_cluster(
             task,
             ctx,
             params,
@@ -190,7 +177,7 @@ class Glean(Method):
 
 def _check(params: GleanParams, task: GCDTask) -> None:
     """The schema again (a caller may build GleanParams by hand), then the K-bound rules."""
-    check_params(params, Glean.name)
+    training.check_params(params, Glean.name)
     Glean.cross_check(params, task.num_classes)
 
 
@@ -202,8 +189,8 @@ class GleanRounds:
         self.instance_feedback = method.enabled("instance-instance")
         self.cluster_feedback = method.enabled("cluster-instance") and params.align_weight > 0
         self.asks = self.instance_feedback or self.cluster_feedback
-        self.miner = registry.get("miner", params.sampling)
-        self.asker = Asker(task, ctx)
+        self.miner = registered("miner", params.sampling)
+        self.asker = training.Asker(task, ctx)
         demo, filtering = method.enabled("demo"), method.enabled("filter")
         self.policy = AskingPolicy(
             orderings=params.order_consistency if filtering else 1,
@@ -218,14 +205,15 @@ class GleanRounds:
                     params.category_demos_per_class, "glean leaky_category_demos"
                 )
                 if self.leaky
-                else known_class_demonstrations(task, params.category_demos_per_class)
+                else training.known_class_demonstrations(task, params.category_demos_per_class)
             )
-        self.instance_style = AskingStyle(
-            known_class_demonstrations(task, params.demos_per_class) if demo else (), self.policy
+        self.instance_style = training.AskingStyle(
+            training.known_class_demonstrations(task, params.demos_per_class) if demo else (),
+            self.policy,
         )
-        self.category_style = AskingStyle(category_demos, self.policy)
+        self.category_style = training.AskingStyle(category_demos, self.policy)
 
-    def __call__(self, state: ClusterState, index: int, texts: Any) -> RoundPlan:
+    def __call__(self, state: ClusterState, index: int, texts: Any) -> training.RoundPlan:
         rng = self.ctx.rng(f"glean-round-{index}")
         budget = min(self.params.query_samples, state.size)
         anchors = np.asarray(self.miner.select(state, budget, rng), dtype=np.int64)
@@ -236,7 +224,7 @@ class GleanRounds:
             positives = asked.chosen()
             plan[INSTANCE] = asked.summary()
         if not self.cluster_feedback:
-            return RoundPlan(positives=positives, info=plan)
+            return training.RoundPlan(positives=positives, info=plan)
         descriptions, fallbacks = self._describe(state, index)
         plan["description_fallbacks"] = fallbacks
         targets: dict[int, int] = {}
@@ -246,7 +234,7 @@ class GleanRounds:
             targets = asked.chosen()
             offered = {int(a): row.tolist() for a, row in zip(anchors, candidates, strict=True)}
             plan[CATEGORY] = asked.summary()
-        return RoundPlan(
+        return training.RoundPlan(
             positives=positives,
             align_targets=targets,
             align_candidates={a: offered[a] for a in targets},
@@ -258,7 +246,7 @@ class GleanRounds:
         self, state: ClusterState, index: int, anchors: np.ndarray, rng: np.random.Generator
     ) -> Any:
         exclude = self.params.variant == "paper"
-        candidates = instance_candidates(
+        candidates = training.instance_candidates(
             state, anchors, self.params.options, rng, exclude_anchor=exclude
         )
         texts = self.task.train.texts
@@ -273,17 +261,17 @@ class GleanRounds:
                 {"anchor": int(a), "options": [int(c) for c in row]}
                 for a, row in zip(anchors, candidates, strict=True)
             ],
-            encoder_choice=encoder_choice(state.features, anchors, candidates),
+            encoder_choice=training.encoder_choice(state.features, anchors, candidates),
         )
 
     def _describe(self, state: ClusterState, index: int) -> tuple[list[str], int]:
-        reps = representatives(state, self.params.representatives)
+        reps = training.representatives(state, self.params.representatives)
         texts = self.task.train.texts
         answers = self.asker.characterize(
             [row.tolist() for row in reps], texts, known_names=self.task.known_class_names
         )
         descriptions = [
-            description_text(answer.value, [texts[i] for i in row])
+            training.description_text(answer.value, [texts[i] for i in row])
             for answer, row in zip(answers, reps, strict=True)
         ]
         fallbacks = sum(answer.value is None for answer in answers)
@@ -293,9 +281,11 @@ class GleanRounds:
     def _category(
         self, state: ClusterState, index: int, anchors: np.ndarray, descriptions: list[str]
     ) -> tuple[Any, np.ndarray]:
-        candidates = category_candidates(state, anchors, self.params.category_ratio)
+        candidates = training.category_candidates(state, anchors, self.params.category_ratio)
         # Converted once: every query offering a cluster shares its member list (oracles read it).
-        members = [m.tolist() for m in cluster_members(state.assignments, state.soft.shape[1])]
+        members = [
+            m.tolist() for m in training.cluster_members(state.assignments, state.soft.shape[1])
+        ]
         asked = self.asker.choose(
             CATEGORY,
             index,
@@ -307,7 +297,7 @@ class GleanRounds:
                 {"anchor": int(a), "option_members": [members[c] for c in row]}
                 for a, row in zip(anchors, candidates, strict=True)
             ],
-            encoder_choice=cluster_choice(state, anchors, candidates),
+            encoder_choice=training.cluster_choice(state, anchors, candidates),
             assignments=state.assignments,
         )
         return asked, candidates
@@ -318,9 +308,9 @@ class GleanRounds:
         """Name and describe each final test cluster from its texts nearest the centre."""
         if self.params.normalize:
             features = l2_normalise(features)
-        ids, centers = cluster_centers(features, assignments)
+        ids, centers = training.cluster_centers(features, assignments)
         count = min(self.params.representatives, len(features))
-        reps = nearest_to_centers(features, centers, count)
+        reps = training.nearest_to_centers(features, centers, count)
         answers = self.asker.characterize(
             [row.tolist() for row in reps],
             self.task.test.texts,

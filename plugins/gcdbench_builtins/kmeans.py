@@ -7,13 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-from sklearn.cluster import KMeans as SkKMeans
-
-from gcdbench import hookimpl
-from gcdbench.api import GCDTask, Method, MethodOutput
-from gcdbench.api.method import param
-from gcdbench.runner.context import RunContext
+from gcdbench.api import GCDTask, Method, MethodOutput, RunContext, hookimpl, param
+from gcdbench.api.toolkit import fit_kmeans
 
 
 @dataclass(frozen=True)
@@ -33,19 +28,19 @@ class KMeans(Method):
 
     def run(self, task: GCDTask, ctx: RunContext) -> MethodOutput:
         features = ctx.embed(task.test)
-        if self.params.normalize:
-            features = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
         with ctx.timed("kmeans"):
-            model = SkKMeans(
-                n_clusters=task.num_classes,
+            fit = fit_kmeans(
+                features,
+                task.num_classes,
+                # The run seed itself, as GLEAN/Loop's evaluation does (docs/methods/glean.md §7).
+                ctx.seed,
                 n_init=self.params.n_init,
                 max_iter=self.params.max_iter,
-                # The run seed itself, as GLEAN/Loop's evaluation does (docs/methods/glean.md §7).
-                random_state=ctx.seed,
-            ).fit(features)
+                normalize=self.params.normalize,
+            )
         return MethodOutput(
-            test_assignments=model.labels_.astype(np.int64),
-            diagnostics={"inertia": float(model.inertia_), "n_iter": int(model.n_iter_)},
+            test_assignments=fit.labels,
+            diagnostics={"inertia": fit.inertia, "n_iter": fit.n_iter},
         )
 
 

@@ -20,36 +20,29 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
-from gcdbench import hookimpl, registry
-from gcdbench.api import GCDTask, Method, MethodOutput
-from gcdbench.api.feedback import LAYOUTS, AskingPolicy
+from gcdbench.api import (
+    LAYOUTS,
+    AskingPolicy,
+    ClusterInfo,
+    ClusterState,
+    Component,
+    GcdbenchError,
+    GCDTask,
+    Method,
+    MethodOutput,
+    RunContext,
+    hookimpl,
+    param,
+    registered,
+    training,
+)
 from gcdbench.api.feedback_log import INSTANCE
-from gcdbench.api.method import ClusterInfo, Component, param
-from gcdbench.api.miner import ClusterState
-from gcdbench.errors import GcdbenchError
-from gcdbench.runner.context import RunContext
-from gcdbench.training.candidates import (
-    NO_QUERY,
-    cluster_centers,
-    encoder_choice,
-    loop_candidates,
-)
-from gcdbench.training.mining import nearest_to_centers, squared_distances
-from gcdbench.training.pipeline import TrainingSetup, test_features, train_and_cluster
-from gcdbench.training.presets import (
-    RoundParams,
-    check_params,
-    l2_normalise,
-    presets_for,
-)
-from gcdbench.training.questions import Asker, AskingStyle
-from gcdbench.training.rounds import RoundPlan
+from gcdbench.api.toolkit import hungarian_mapping, l2_normalise
 
 
 @dataclass(frozen=True)
-class LoopParams(RoundParams):
+class LoopParams(training.RoundParams):
     # Loop's code weighs CE by 0.5 (§6.2)
     ce_weight: float = param(0.5, ge=0, help="weight of the CE term on labeled texts")
     # LIS keeps the intersection of the top-m by each criterion
@@ -91,7 +84,7 @@ class Loop(Method):
         Component("naming", "LLM names for the discovered (novel) clusters"),
     )
     Params = LoopParams
-    presets = presets_for(LoopParams, paper=_LOOP_PAPER, smoke=_LOOP_SMOKE)
+    presets = training.presets_for(LoopParams, paper=_LOOP_PAPER, smoke=_LOOP_SMOKE)
 
     @classmethod
     def cross_check(cls, params: LoopParams, num_classes: int | None = None) -> None:
@@ -104,10 +97,10 @@ class Loop(Method):
     def run(self, task: GCDTask, ctx: RunContext) -> MethodOutput:
         params: LoopParams = self.params
         # The schema again (a caller may build LoopParams by hand), then the joint rule.
-        check_params(params, self.name)
+        training.check_params(params, self.name)
         self.cross_check(params, task.num_classes)
         rounds = LoopRounds(task, ctx, params)
-        trained = train_and_cluster(
+        trained = training.train_and_cluster(
             task,
             ctx,
             params,
@@ -131,10 +124,10 @@ class Loop(Method):
         )
 
 
-def _known_class_means(setup: TrainingSetup, task: GCDTask, head: Any) -> np.ndarray:
+def _known_class_means(setup: training.TrainingSetup, task: GCDTask, head: Any) -> np.ndarray:
     """Mean feature of every known class over its labeled pool texts, in the test space."""
     labeled = task.train.texts[: task.num_labeled]
-    features = test_features(setup, labeled, head)
+    features = training.test_features(setup, labeled, head)
     y = np.asarray(task.labeled_y)
     return np.stack(
         [
@@ -149,19 +142,19 @@ class LoopRounds:
 
     def __init__(self, task: GCDTask, ctx: RunContext, params: LoopParams) -> None:
         self.task, self.ctx, self.params = task, ctx, params
-        self.miner = registry.get("miner", params.sampling)
-        self.asker = Asker(task, ctx)
+        self.miner = registered("miner", params.sampling)
+        self.asker = training.Asker(task, ctx)
         self.policy = AskingPolicy(template="loop-v1", layout=params.prompt_layout)
-        self.style = AskingStyle(policy=self.policy)
+        self.style = training.AskingStyle(policy=self.policy)
 
-    def __call__(self, state: ClusterState, index: int, texts: Any) -> RoundPlan:
+    def __call__(self, state: ClusterState, index: int, texts: Any) -> training.RoundPlan:
         rng = self.ctx.rng(f"loop-round-{index}")
         budget = min(self.params.query_samples, state.size)
         selected = np.asarray(self.miner.select(state, budget, rng), dtype=np.int64)
-        candidates = loop_candidates(
+        candidates = training.loop_candidates(
             state, selected, self.params.options, rng, variant=self.params.variant
         )
-        keep = candidates[:, 0] != NO_QUERY
+        keep = candidates[:, 0] != training.NO_QUERY
         anchors, candidates = selected[keep], candidates[keep]
         pool = self.task.train.texts
         asked = self.asker.choose(
@@ -175,31 +168,31 @@ class LoopRounds:
                 {"anchor": int(a), "options": [int(c) for c in row]}
                 for a, row in zip(anchors, candidates, strict=True)
             ],
-            encoder_choice=encoder_choice(state.features, anchors, candidates),
+            encoder_choice=training.encoder_choice(state.features, anchors, candidates),
         )
         info = {
             "selected": len(selected),
             "no_query": int((~keep).sum()),
             INSTANCE: asked.summary(),
         }
-        return RoundPlan(positives=asked.chosen(), info=info)
+        return training.RoundPlan(positives=asked.chosen(), info=info)
 
     def name_clusters(
         self, features: np.ndarray, assignments: np.ndarray, known_means: np.ndarray
     ) -> dict[int, ClusterInfo]:
         if self.params.normalize:
             features, known_means = l2_normalise(features), l2_normalise(known_means)
-        ids, centers = cluster_centers(features, assignments)
-        rows, cols = linear_sum_assignment(squared_distances(known_means, centers))
+        ids, centers = training.cluster_centers(features, assignments)
+        matching = hungarian_mapping(training.squared_distances(known_means, centers))
         out = {
             ids[col]: ClusterInfo(self.task.known_class_names[row], "matched to a known class")
-            for row, col in zip(rows, cols, strict=True)
+            for row, col in matching.items()
         }
         novel = [i for i, cluster in enumerate(ids) if cluster not in out]
         if not novel:
             return out
         count = min(self.params.naming_texts, len(features))
-        reps = nearest_to_centers(features, centers[novel], count)
+        reps = training.nearest_to_centers(features, centers[novel], count)
         answers = self.asker.characterize(
             [row.tolist() for row in reps],
             self.task.test.texts,

@@ -1,20 +1,20 @@
 """The built-in loss hooks: ``ce``, ``ncl`` and ``align`` (keys: :mod:`gcdbench.api.loss`).
 
-A training method builds them from the registry, e.g.
-``registry.get("loss", "ncl")(temperature=0.07)``, and sums them with
-:func:`gcdbench.training.losses.weighted_sum`.
+The round loop builds the ones a method's ``losses`` parameter names from the registry with
+:meth:`~gcdbench.api.LossHook.from_params` and sums them with
+:func:`gcdbench.api.training.weighted_sum`. The math is in the training engine, loaded when
+a term is first computed, so registering these hooks does not import torch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import Tensor
+from gcdbench.api import LossHook, hookimpl, training
 
-from gcdbench import hookimpl
-from gcdbench.api.loss import LossHook
-from gcdbench.training.losses import alignment_loss, cross_entropy_loss, supcon_loss
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 class CrossEntropyHook(LossHook):
@@ -24,7 +24,7 @@ class CrossEntropyHook(LossHook):
     output_keys = ("logits",)
 
     def compute(self, batch: Mapping[str, Any], outputs: Mapping[str, Any]) -> Tensor:
-        return cross_entropy_loss(outputs["logits"], batch["labels"])
+        return training.cross_entropy_loss(outputs["logits"], batch["labels"])
 
 
 class NeighbourContrastiveHook(LossHook):
@@ -37,8 +37,12 @@ class NeighbourContrastiveHook(LossHook):
         self.temperature = temperature
         self.base_temperature = base_temperature
 
+    @classmethod
+    def from_params(cls, params: Any) -> NeighbourContrastiveHook:
+        return cls(temperature=params.temperature)
+
     def compute(self, batch: Mapping[str, Any], outputs: Mapping[str, Any]) -> Tensor:
-        return supcon_loss(
+        return training.supcon_loss(
             outputs["features"],
             batch["adjacency"],
             temperature=self.temperature,
@@ -57,8 +61,12 @@ class AlignmentHook(LossHook):
         # False reproduces the released GLEAN code (negatives-only denominator).
         self.include_positive = include_positive
 
+    @classmethod
+    def from_params(cls, params: Any) -> AlignmentHook:
+        return cls(temperature=params.temperature, include_positive=params.variant == "paper")
+
     def compute(self, batch: Mapping[str, Any], outputs: Mapping[str, Any]) -> Tensor:
-        return alignment_loss(
+        return training.alignment_loss(
             outputs["anchor_features"],
             outputs["description_features"],
             batch["align_targets"],

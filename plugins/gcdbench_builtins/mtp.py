@@ -1,17 +1,20 @@
 """``mtp``: MTP pre-training (CE on labeled texts + MLM on the pool, docs/methods/glean.md
 §2.1), then K-means on the trained backbone's features of the test split.
 
-The setup every training method shares lives in :mod:`gcdbench.training.pipeline`.
+The setup every training method shares is reached through :mod:`gcdbench.api.training`.
 """
 
 from __future__ import annotations
 
-from gcdbench import hookimpl
-from gcdbench.api import GCDTask, Method, MethodOutput
-from gcdbench.errors import GcdbenchError
-from gcdbench.runner.context import RunContext
-from gcdbench.training.pipeline import cluster_test, prepare_training
-from gcdbench.training.presets import PretrainParams, isolated_torch_rng, presets_for
+from gcdbench.api import (
+    GcdbenchError,
+    GCDTask,
+    Method,
+    MethodOutput,
+    RunContext,
+    hookimpl,
+    training,
+)
 
 
 class MTP(Method):
@@ -23,11 +26,11 @@ class MTP(Method):
     )
     version = "1"
     uses = ("encoder",)
-    Params = PretrainParams
-    presets = presets_for(PretrainParams)
+    Params = training.PretrainParams
+    presets = training.presets_for(training.PretrainParams)
 
     @classmethod
-    def cross_check(cls, params: PretrainParams, num_classes: int | None = None) -> None:
+    def cross_check(cls, params: training.PretrainParams, num_classes: int | None = None) -> None:
         if params.mode == "head":
             raise GcdbenchError(
                 "method 'mtp' with mode=head trains nothing (the backbone is frozen and the "
@@ -35,14 +38,14 @@ class MTP(Method):
             )
 
     def run(self, task: GCDTask, ctx: RunContext) -> MethodOutput:
-        params: PretrainParams = self.params
+        params: training.PretrainParams = self.params
         self.cross_check(params, task.num_classes)  # for callers that skip resolve_params
-        with isolated_torch_rng(ctx.rng("torch")):
-            setup = prepare_training(task, ctx, params, self.name)
+        with training.isolated_torch_rng(ctx.rng("torch")):
+            setup = training.prepare_training(task, ctx, params, self.name)
             with ctx.timed("encode_test"):
                 features = setup.mode.encode_texts(task.test.texts)
         with ctx.timed("kmeans"):
-            assignments = cluster_test(
+            assignments = training.cluster_test(
                 features, task.num_classes, ctx.seed, normalize=params.normalize
             )
         return MethodOutput(

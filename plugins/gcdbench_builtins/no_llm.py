@@ -5,12 +5,7 @@ LLM-in-the-loop method is compared with (GLEAN's "w/o LLM", Loop's "w/o LLMs").
 
 from __future__ import annotations
 
-from gcdbench import hookimpl
-from gcdbench.api import GCDTask, Method, MethodOutput
-from gcdbench.api.method import Component
-from gcdbench.runner.context import RunContext
-from gcdbench.training.pipeline import train_and_cluster
-from gcdbench.training.presets import RoundParams, presets_for
+from gcdbench.api import Component, GCDTask, Method, MethodOutput, RunContext, hookimpl, training
 
 
 class NoLLM(Method):
@@ -26,11 +21,11 @@ class NoLLM(Method):
         Component("mtp", "MTP pre-training (the rounds start from the untrained backbone)"),
         Component("ce", "the cross-entropy term on labeled texts during the rounds"),
     )
-    Params = RoundParams
-    presets = presets_for(RoundParams)
+    Params = training.RoundParams
+    presets = training.presets_for(training.RoundParams)
 
     def run(self, task: GCDTask, ctx: RunContext) -> MethodOutput:
-        trained = train_and_cluster(
+        trained = training.train_and_cluster(
             task, ctx, self.params, self.name, ce=self.enabled("ce"), with_mtp=self.enabled("mtp")
         )
         return MethodOutput(

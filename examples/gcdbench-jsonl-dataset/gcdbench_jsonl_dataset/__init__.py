@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gcdbench import hookimpl
-from gcdbench.api.dataset import DatasetDefinition, RemoteFile
-from gcdbench.hookspecs import Register
+from gcdbench.api import DatasetDefinition, Register, RemoteFile, hookimpl
 
 # The folder of data/tickets.jsonl inside the installed package: read in place, so the
 # dataset needs neither a download nor --data-dir.
