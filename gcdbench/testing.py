@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import json
 import random
+import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +31,7 @@ import numpy as np
 
 from gcdbench.api.dataset import DataFile, DatasetParts, Part
 from gcdbench.api.encoder import Encoder
-from gcdbench.api.feedback import FeedbackEnv
+from gcdbench.api.feedback import ERROR, FeedbackEnv
 from gcdbench.api.method import Method, MethodOutput, params_dict
 from gcdbench.api.spec import RunSpec
 from gcdbench.api.task import GCDTask, Gold
@@ -182,15 +183,22 @@ def method_checks(
                 ) from None
 
     def run_once(
-        seed: int, ablations: frozenset[str] = frozenset()
+        seed: int,
+        ablations: frozenset[str] = frozenset(),
+        *,
+        feedback_spec: str | None = None,
+        expect_errors: bool = False,
     ) -> tuple[MethodOutput, GCDTask]:
         task, gold, parts = tiny_task(seed)
         preset = "smoke" if "smoke" in method_cls.presets else None
         params = method_cls.resolve_params(preset, {})
+        spec = feedback_spec or feedback
         with tempfile.TemporaryDirectory() as tmp:
-            ctx = _context(method_cls, params, seed, parts, encoder, Path(tmp), gold, feedback)
+            ctx = _context(method_cls, params, seed, parts, encoder, Path(tmp), gold, spec)
             try:
                 output = method_cls(params, ablations).run(task, ctx)
+                if expect_errors and ctx.feedback_loaded:
+                    _check_errors_counted(method_cls, ctx.feedback.describe())
             finally:
                 if ctx.feedback_loaded:
                     ctx.feedback.close()
@@ -241,6 +249,24 @@ def method_checks(
                 method_cls, "the method used the global NumPy/Python RNG; use ctx.rng(stage)"
             )
 
+    def check_failing_feedback() -> None:
+        # A real provider over a real network fault: the OpenAI-compatible backend sent to a
+        # local port nothing listens on, no retries. Every answer comes back status "error";
+        # the method must finish with a valid output, and the provider must count the errors.
+        failing = f"openai:unreachable;base_url={_closed_port_url()};max_retries=0"
+        try:
+            output, task = run_once(0, feedback_spec=failing, expect_errors=True)
+        except ConformanceError:
+            raise
+        except Exception as exc:
+            raise _fail(
+                method_cls,
+                "with every feedback answer an error (a network fault) the method raised "
+                f"{type(exc).__name__}: {exc}; fall back where `answer.ok` is false",
+            ) from None
+        if np.asarray(output.test_assignments).shape != (len(task.test),):
+            raise _fail(method_cls, "with failing feedback the output has the wrong shape")
+
     def check_ablations() -> None:
         for component in method_cls.components:
             output, task = run_once(0, method_cls.expand_ablations([component.name]))
@@ -249,7 +275,7 @@ def method_checks(
                     method_cls, f"with {component.name!r} ablated the output has the wrong shape"
                 )
 
-    return [
+    checks = [
         check_declaration,
         check_params,
         check_output,
@@ -257,6 +283,30 @@ def method_checks(
         check_no_global_rng,
         check_ablations,
     ]
+    # Checks picked by what the method declares it uses (as scikit-learn picks by tags).
+    if "feedback" in method_cls.uses:
+        checks.append(check_failing_feedback)
+    return checks
+
+
+def _closed_port_url() -> str:
+    """A local URL nothing listens on: a port the OS just handed out and took back."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+def _check_errors_counted(method_cls: type[Method], described: dict[str, Any]) -> None:
+    total = described.get("stats", {}).get("total", {})
+    asked = total.get("queries", 0)
+    errors = total.get("statuses", {}).get(ERROR, 0)
+    if asked and errors != asked:
+        raise _fail(
+            method_cls,
+            f"with a failing backend {errors} of {asked} answers were counted as errors; "
+            "every one should be",
+        )
 
 
 def _np_global_state() -> np.ndarray:

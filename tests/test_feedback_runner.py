@@ -135,3 +135,33 @@ def test_non_llm_spec_hashes_do_not_move():
 
     spec = resolve_spec("kmeans", "banking", 0.25, 0)
     assert spec.llm is None and "feedback" not in spec.to_dict()
+
+
+class TrustingMethod(AskingMethod):
+    """Uses every answer's value without looking at its status: breaks on a failed answer."""
+
+    name = "test-trusting"
+
+    def run(self, task: GCDTask, ctx: RunContext) -> MethodOutput:
+        labels = list(task.known_class_names)
+        queries = [
+            Query("classify-into-labels", {"text": t, "labels": labels}, {"id": i, "part": "test"})
+            for i, t in enumerate(task.test.texts)
+        ]
+        values = [answer.value for answer in ctx.feedback.answer(queries)]
+        return MethodOutput(np.asarray(values, dtype=np.int64) + 0)
+
+
+def test_conformance_adds_a_failing_provider_check_for_methods_that_ask():
+    from gcdbench.testing import ConformanceError, method_checks
+
+    names = [check.__name__ for check in method_checks(AskingMethod)]
+    assert "check_failing_feedback" in names
+    assert "check_failing_feedback" not in [
+        check.__name__ for check in method_checks(registry.get("method", "kmeans"))
+    ]
+    [check] = [c for c in method_checks(AskingMethod) if c.__name__ == "check_failing_feedback"]
+    check()  # falls back where an answer is not ok: passes, every error counted
+    [check] = [c for c in method_checks(TrustingMethod) if c.__name__ == "check_failing_feedback"]
+    with pytest.raises(ConformanceError, match=r"fall back where `answer\.ok` is false"):
+        check()
