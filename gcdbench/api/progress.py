@@ -39,7 +39,11 @@ class Reporter:
     @contextmanager
     def questions(self, description: str, total: int) -> Iterator[AnswerSink]:
         with self.task(description, total) as advance:
-            yield lambda done, hits=0: advance(done)
+
+            def answered(done: int, hits: int = 0) -> None:
+                advance(done)
+
+            yield answered
 
 
 # Feedback providers sit below the run context (they are built by factories, with no
