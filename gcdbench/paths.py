@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import platformdirs
-
 
 def cache_dir() -> Path:
     """Content-addressed caches (downloaded data, splits, embeddings): ``GCDBENCH_CACHE``,
     else the user cache dir."""
     env = os.environ.get("GCDBENCH_CACHE")
-    return Path(env).expanduser() if env else Path(platformdirs.user_cache_dir("gcdbench"))
+    if env:
+        return Path(env).expanduser()
+    import platformdirs  # on first use, not when the plugins import this module
+
+    return Path(platformdirs.user_cache_dir("gcdbench"))
 
 
 def results_dir(cli_value: str | Path | None = None) -> Path:

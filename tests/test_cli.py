@@ -220,3 +220,16 @@ def test_a_crashing_run_does_not_stop_the_plan(gcd, monkeypatch):
         json.loads(p.read_text())["spec"]["seed"] for p in gcd.results.rglob("record.json")
     )
     assert seeds == [10, 12]
+
+
+def test_help_lists_every_subcommand_though_they_load_on_demand():
+    result = CliRunner().invoke(cli, ["--help"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    listed = result.output.split("Commands:", 1)[1].split()
+    for command in ("data", "leaderboard", "list", "llm", "plugins", "run", "show"):
+        assert command in listed, result.output
+
+
+def test_a_mistyped_subcommand_gets_a_suggestion():
+    result = CliRunner().invoke(cli, ["shwo"], catch_exceptions=False)
+    _assert_user_error(result, "No such command 'shwo'", "Did you mean 'show'?")

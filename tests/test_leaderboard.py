@@ -4,6 +4,7 @@ import json
 import math
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -73,7 +74,7 @@ def record(
     *,
     known_ratio: float = 0.25,
     finished_at: str = "2025-01-01T00:00:00+00:00",
-    **spec: object,
+    **spec: Any,
 ) -> ResultRecord:
     return ResultRecord(
         spec=RunSpec(method=method, dataset=dataset, known_ratio=known_ratio, seed=seed, **spec),

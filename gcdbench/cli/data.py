@@ -11,8 +11,6 @@ from rich.table import Table
 from gcdbench import registry
 from gcdbench.cli.common import console, data_dir_option
 from gcdbench.cli.progress import make_reporter
-from gcdbench.data.checks import check_dataset, stop_on_errors, summary
-from gcdbench.data.split import check_known_classes, check_ratio, make_split
 from gcdbench.data.store import (
     cache_data_root,
     download_dataset,
@@ -22,7 +20,6 @@ from gcdbench.data.store import (
     resolve_data_root,
 )
 from gcdbench.errors import DataError, GcdbenchError
-from gcdbench.runner.run import download_reporter
 
 # The defaults of `gcdbench run`, so a plain `data check` judges what a plain run would do.
 DEFAULT_KNOWN_RATIO = 0.25
@@ -84,6 +81,8 @@ def download(
     force: bool,
 ) -> None:
     """Download datasets from their public sources and check their sha256."""
+    from gcdbench.runner.run import download_reporter  # the runner loads pandas and NumPy
+
     if not names and not all_:
         raise GcdbenchError(
             "name the datasets to download (see `gcdbench data list`) or pass --all."
@@ -147,6 +146,11 @@ def check(
 
     Exit code 0 when the data can be run (warnings included), 2 when a run would stop.
     """
+    # Loading and splitting data needs NumPy and the runner (pandas): `data list` does not.
+    from gcdbench.data.checks import check_dataset, stop_on_errors, summary
+    from gcdbench.data.split import check_known_classes, check_ratio, make_split
+    from gcdbench.runner.run import download_reporter
+
     definition = registry.get("dataset", name)
     check_ratio("--known-ratio", known_ratio)
     check_ratio("--labeled-ratio", labeled_ratio)

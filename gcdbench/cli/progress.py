@@ -1,6 +1,6 @@
 """One progress display for a whole run: stage, bar, done/total, ledger hits, rate and ETA.
 
-The run reports through :class:`gcdbench.runner.context.Reporter`: stages ("round 1/2",
+The run reports through :class:`gcdbench.api.progress.Reporter`: stages ("round 1/2",
 then "ask"), tasks (epochs, steps, encoding) and question batches (answered so far, how many
 from the ledger). On a terminal this is one live ``rich`` display; elsewhere (a log file, CI)
 it is plain lines: one when a stage begins, one when a question batch begins and ends, and
@@ -27,7 +27,7 @@ from rich.progress import (
 from rich.table import Column
 from rich.text import Text
 
-from gcdbench.runner.context import AnswerSink, Reporter
+from gcdbench.api.progress import AnswerSink, Reporter
 
 #: Seconds between two update lines on a non-terminal.
 PLAIN_INTERVAL_S = 30.0
@@ -102,7 +102,11 @@ class ProgressReporter(Reporter):
     @contextmanager
     def task(self, description: str, total: int | None = None) -> Iterator[Callable[[int], None]]:
         with self._open(description, total, "it") as advance:
-            yield lambda n=1: advance(n, 0)
+
+            def step(n: int = 1) -> None:
+                advance(n, 0)
+
+            yield step
 
     @contextmanager
     def questions(self, description: str, total: int) -> Iterator[AnswerSink]:

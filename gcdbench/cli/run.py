@@ -32,7 +32,6 @@ from gcdbench.cli.show import print_clusters
 from gcdbench.data.store import user_data_root
 from gcdbench.errors import GcdbenchError
 from gcdbench.feedback.resolve import option_pairs
-from gcdbench.runner.run import RunOptions, execute, resolve_spec, run_job
 from gcdbench.runner.store import ResultsStore, load_record
 
 #: The largest plan ``gcdbench run`` starts without ``--max-runs``.
@@ -170,6 +169,10 @@ def run(
 
     Every argument is checked before anything is written: a bad one stops with one line
     naming it and the fix, exit code 2."""
+    # Here, not at the top: the runner loads NumPy, pandas and scikit-learn, which
+    # `gcdbench --help` would otherwise pay for.
+    from gcdbench.runner.run import RunOptions, execute, resolve_spec, run_job
+
     _check_text_options(
         encoder=encoder,
         preset=preset,
@@ -316,7 +319,7 @@ def _print_single(outcome: Outcome) -> None:
         f"[bold]{spec.label}[/bold] on {spec.dataset}, known ratio {spec.known_ratio:g}, "
         f"seed {spec.seed}: {outcome.status} (run {_run_id(record)})"
     )
-    if record:
+    if record and outcome.record_path:  # a record is read from its path
         table = Table(title="metrics (×100)")
         for key in METRIC_KEYS:
             table.add_column(_HEADERS[key], justify="right", no_wrap=True)

@@ -125,7 +125,7 @@ def split_hash(split: GCDSplit) -> str:
 def _with_hash(split: GCDSplit) -> GCDSplit:
     content = _content(split)
     digest = sha256_hex(canonical_json(content))
-    frozen = {k: tuple(v) if isinstance(v, list) else v for k, v in content.items()}
+    frozen: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in content.items()}
     return GCDSplit(**frozen, hash=digest)
 
 

@@ -22,11 +22,8 @@ public URLs with ``<mirror>/<dataset>/<file>``.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -305,6 +302,12 @@ def _fetch_once(
     timeout: float,
     retries: int,
 ) -> None:
+    # Here, not at the top: urllib.request brings http.client and the email package, which
+    # `gcdbench data list` (this module's other user) has no use for.
+    import http.client
+    import urllib.error
+    import urllib.request
+
     request = urllib.request.Request(url, headers={"User-Agent": f"gcdbench/{__version__}"})
     digest = hashlib.sha256()
     done = 0

@@ -29,9 +29,17 @@ class SentenceTransformerEncoder(Encoder):
     def __init__(self, source: ModelSource, name: str, device: str | None = None) -> None:
         self.source = source
         self.name = name
-        self.device = device or default_device()
+        # Chosen when needed, not here: asking torch for CUDA imports it, and building an
+        # encoder only to fingerprint it (``gcdbench show`` checking staleness) must stay cheap.
+        self._device = device
         self.fingerprint = model_fingerprint("sentence-transformers", source.path)
         self._model: Any = None
+
+    @property
+    def device(self) -> str:
+        if self._device is None:
+            self._device = default_device()
+        return self._device
 
     @property
     def model(self) -> Any:

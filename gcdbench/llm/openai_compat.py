@@ -15,7 +15,6 @@ loop (a notebook, an async app), runs that loop in a worker thread and waits for
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import random
@@ -117,6 +116,10 @@ class OpenAICompatibleBackend(Backend):
     def chat(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
         if not requests:
             return []
+        # asyncio here and below, not at the top: every command loads this module (the
+        # built-in LLM plugin's), and importing asyncio takes tens of milliseconds.
+        import asyncio
+
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -137,6 +140,8 @@ class OpenAICompatibleBackend(Backend):
         return box["results"]
 
     async def chat_async(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
+        import asyncio
+
         from openai import AsyncOpenAI
 
         gate = asyncio.Semaphore(self.concurrency)
@@ -154,6 +159,8 @@ class OpenAICompatibleBackend(Backend):
             return list(await asyncio.gather(*(one(r) for r in requests)))
 
     async def _with_retries(self, client: Any, request: ChatRequest) -> ChatResult:
+        import asyncio
+
         retries = 0
         failures: list[str] = []
         started = time.perf_counter()  # latency is what the caller waited, retries included

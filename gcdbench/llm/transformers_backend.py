@@ -185,7 +185,7 @@ class TransformersBackend(Backend):
         results = []
         for row in output[:, ids.shape[1] :].tolist():
             n = next((i for i, tok in enumerate(row) if tok in stop), len(row))
-            results.append((self.tokenizer.decode(row[:n], skip_special_tokens=True), n))
+            results.append((str(self.tokenizer.decode(row[:n], skip_special_tokens=True)), n))
         return results
 
     def chat(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
@@ -208,9 +208,9 @@ class TransformersBackend(Backend):
         free = []
         for i, request in enumerate(batch):
             if request.choices:
-                scores = self._score_choices(prompts[i], request.choices)
-                results[i].text = max(scores, key=scores.__getitem__)
-                results[i].extra["choice_logprobs"] = scores
+                by_choice = self._score_choices(prompts[i], request.choices)
+                results[i].text = max(by_choice, key=by_choice.__getitem__)
+                results[i].extra["choice_logprobs"] = by_choice
             elif request.option_labels:
                 best = results[i].option_logprobs or {}
                 results[i].text = max(best, key=best.__getitem__)  # MC by logits, no generation

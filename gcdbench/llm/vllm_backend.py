@@ -39,7 +39,7 @@ def structured_params(vllm: Any, request: ChatRequest) -> dict[str, Any]:
     spec: dict[str, Any] = (
         {"choice": list(request.choices)}
         if request.choices
-        else {"json": dict(request.json_schema)}
+        else {"json": dict(request.json_schema or {})}
     )
     try:
         from vllm.sampling_params import StructuredOutputsParams

@@ -16,10 +16,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from gcdbench.api.record import METRIC_KEYS, ResultRecord
 from gcdbench.api.spec import (
@@ -31,6 +28,9 @@ from gcdbench.api.spec import (
 )
 from gcdbench.report.references import load_references, validate_reference
 from gcdbench.util.files import atomic_open
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "DEFAULT_TITLE",
@@ -154,6 +154,10 @@ def aggregate(records: Iterable[ResultRecord]) -> pd.DataFrame:
     same dataset and ratio, the row gets a ``config=<hash>`` qualifier instead of silently
     mixing them.
     """
+    # Here, not at the top: `gcdbench show` imports this module for non_default_params.
+    import numpy as np
+    import pandas as pd
+
     groups: dict[str, list[ResultRecord]] = defaultdict(list)
     for record in _newest_per_spec(records):
         groups[record.spec.with_(seed=0).hash].append(record)
@@ -290,9 +294,9 @@ def _table(
     for (label, source), per_dataset in sorted(by_row.items()):
         out = [f"*{_escape(label)} (reported)*[^{footnote_of[source]}]"]
         for dataset in datasets:
-            ref = per_dataset.get(dataset)
+            reported = per_dataset.get(dataset)
             for metric in SHOWN_METRICS:
-                value = None if ref is None else ref[metric]
+                value = None if reported is None else reported[metric]
                 out.append(EMPTY if value is None else f"*{float(value):.2f}*")
             out.append(EMPTY)
         lines.append("| " + " | ".join(out) + " |")
@@ -489,7 +493,8 @@ def shown_results(markdown: str) -> set[Result]:
     each dataset whose n cell has a count. Paper-reported rows are not results of this store
     (they come from the bundled references) and are left out."""
     found: set[Result] = set()
-    section, datasets = "", []
+    section = ""
+    datasets: list[str] = []
     for line in markdown.splitlines():
         if line.startswith("## "):
             section, datasets = line[3:].strip(), []

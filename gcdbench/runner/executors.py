@@ -6,10 +6,8 @@ content-addressed by spec hash, so workers never collide.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from gcdbench.api.executor import Executor, Outcome
 from gcdbench.api.spec import RunSpec
@@ -28,6 +26,11 @@ class ProcessExecutor(Executor):
     description = "runs in parallel worker processes (--workers N, default: CPU count)"
 
     def map(self, job: Callable[[RunSpec], Outcome], specs: Sequence[RunSpec]) -> list[Outcome]:
+        # Here, not at the top: every command loads this module (it is a plugin's), few
+        # start a pool.
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
         results: dict[int, Outcome] = {}
         # Fresh interpreters: forking a process whose torch/BLAS threads are running can
         # deadlock the children.

@@ -19,13 +19,15 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from gcdbench.api.record import ResultRecord
 from gcdbench.api.spec import RunSpec
 from gcdbench.errors import GcdbenchError
 from gcdbench.util.files import write_json
+
+if TYPE_CHECKING:  # only the runner, which has pandas loaded, writes records
+    import pandas as pd
 
 RECORD = "record.json"
 

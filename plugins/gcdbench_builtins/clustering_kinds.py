@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from gcdbench import hookimpl
+from gcdbench.api import hookimpl
 from gcdbench.api.feedback import Answer, Query
 from gcdbench.api.parsing import Parsed, parse_labels
 from gcdbench.api.prompts import PromptTemplate

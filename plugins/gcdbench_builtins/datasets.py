@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gcdbench import hookimpl
+from gcdbench.api import Register, hookimpl
 from gcdbench.api.dataset import DatasetDefinition, RemoteFile
-from gcdbench.hookspecs import Register
 
 GLEAN_BASE = (
     "https://raw.githubusercontent.com/amazon-science/Glean/"

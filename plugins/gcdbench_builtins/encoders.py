@@ -3,7 +3,7 @@ default, and MPNet), Hugging Face encoders with CLS pooling, and a model-free ba
 
 from __future__ import annotations
 
-from gcdbench import hookimpl
+from gcdbench.api import hookimpl
 from gcdbench.encoders.bag_of_words import BagOfWordsFactory
 from gcdbench.encoders.sentence_transformer import (
     PackagedSentenceTransformerFactory,

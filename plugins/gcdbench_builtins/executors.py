@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from gcdbench import hookimpl
+from gcdbench.api import hookimpl
 from gcdbench.runner.executors import LocalExecutor, ProcessExecutor
 from gcdbench.runner.ray_executor import RayExecutor
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gcdbench import hookimpl
+from gcdbench.api import hookimpl
 from gcdbench.feedback.factories import LLMProviderFactory, NoisyOracleFactory, OracleFactory
 
 

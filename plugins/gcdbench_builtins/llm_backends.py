@@ -3,7 +3,7 @@ OpenAI-compatible endpoint), ``vllm`` (in-process engine on a GPU) and ``transfo
 
 from __future__ import annotations
 
-from gcdbench import hookimpl
+from gcdbench.api import hookimpl
 from gcdbench.llm.llamacpp import LlamaCppFactory
 from gcdbench.llm.openai_compat import OpenAICompatibleFactory
 from gcdbench.llm.transformers_backend import TransformersFactory

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from gcdbench import hookimpl
+from gcdbench.api import GcdbenchError, hookimpl, training
 from gcdbench.api.miner import ClusterState, Miner
-from gcdbench.errors import GcdbenchError
-from gcdbench.training.mining import assignment_entropy, local_inconsistency
 
 
 class _PoolMiner(Miner):
@@ -41,7 +39,9 @@ def _top(scores: np.ndarray, candidates: np.ndarray, budget: int) -> np.ndarray:
 def _entropy(state: ClusterState) -> np.ndarray:
     if state.entropy is not None:
         return state.entropy
-    return assignment_entropy(state.soft, state.variant)
+    # gcdbench.api.training loads the engine (torch, scikit-learn) on this first use, not
+    # when `gcdbench plugins` or `data list` imports this module.
+    return training.assignment_entropy(state.soft, state.variant)
 
 
 class EntropyMiner(_PoolMiner):
@@ -70,7 +70,7 @@ class LocalInconsistencyMiner(_PoolMiner):
 
     def select(self, state: ClusterState, budget: int, rng: np.random.Generator) -> np.ndarray:
         candidates = self._candidates(state, budget)
-        inconsistency = local_inconsistency(state.assignments, state.neighbours)
+        inconsistency = training.local_inconsistency(state.assignments, state.neighbours)
         by_inconsistency = _top(inconsistency.astype(np.float64), candidates, budget)
         by_entropy = _top(_entropy(state), candidates, budget)
         # Keep the entropy ranking's order for the intersection.
