@@ -52,6 +52,14 @@ def test_the_kind_is_registered_with_its_template(pairwise_plugin):
     assert kind.templates() == ["pairwise-v1"]
     listing = CliRunner().invoke(cli, ["plugins"])
     assert KIND in listing.output
+    shown = CliRunner().invoke(cli, ["list", "query-kinds", KIND, "--json"])
+    [row] = json.loads(shown.output)
+    assert row["templates"] == ["pairwise-v1 (default)"] and row["choice"] is True
+    assert row["payload"] == ["first: str", "second: str", "task: str (optional)"]
+    every = json.loads(CliRunner().invoke(cli, ["list", "query-kinds", "--json"]).output)
+    assert {"select-similar-instance", "select-category", "characterize-cluster", KIND} <= {
+        r["name"] for r in every
+    }
 
 
 def test_oracle_and_noisy_oracle_answer_and_the_report_scores_it(

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from gcdbench import registry
@@ -27,6 +28,8 @@ _KIND_ALIASES = {
     "executors": "executor",
     "llms": "llm",
     "llm-backends": "llm",
+    "query-kinds": "query-kind",
+    "kinds": "query-kind",
 }
 
 
@@ -62,7 +65,7 @@ def plugins(as_json: bool) -> None:
 )
 def list_(kind: str, name: str | None, as_json: bool, with_params: bool) -> None:
     """List what is registered of KIND: methods, datasets, encoders, miners, feedback,
-    losses, executors or llms; NAME shows one entry. `gcdbench list methods --params`
+    query-kinds, losses, executors or llms; NAME shows one entry. `gcdbench list methods --params`
     shows every method's parameter schema (`gcdbench list methods glean --params`: one)."""
     if kind not in _KIND_ALIASES:
         raise UnknownNameError("kind", kind, _KIND_ALIASES)
@@ -87,7 +90,7 @@ def list_(kind: str, name: str | None, as_json: bool, with_params: bool) -> None
         hidden = {"name", "plugin", "description", "schema", *(["params"] if with_params else [])}
         for key, value in row.items():
             if key not in hidden:
-                console.print(f"  {key}: {_cell(value)}")
+                console.print(f"  {key}: {escape(_cell(value))}")
         if "schema" in row:
             console.print(_schema_table(row["schema"]))  # type: ignore[arg-type]
     if not rows:
@@ -122,6 +125,13 @@ def _describe(kind: str, name: str, with_params: bool = False) -> dict[str, obje
         row["presets"] = sorted(obj.presets)
         if with_params:
             row["schema"] = param_schema(obj.Params)
+    elif kind == "query-kind":
+        row["payload"] = [_field(f) for f in obj.payload]
+        row["meta"] = [_field(f) for f in obj.meta]
+        row["choice"] = bool(getattr(obj, "correct_options", None))
+        row["templates"] = [
+            t + (" (default)" if t == obj.default_template else "") for t in obj.templates()
+        ]
     elif kind == "dataset":
         row["layout"] = obj.layout
         row["classes"] = obj.num_classes
@@ -129,6 +139,10 @@ def _describe(kind: str, name: str, with_params: bool = False) -> dict[str, obje
         row["license"] = obj.license
     row["description"] = getattr(obj, "description", "")
     return row
+
+
+def _field(field: Any) -> str:
+    return f"{field.name}: {field.type}" + ("" if field.required else " (optional)")
 
 
 def _cell(value: object) -> str:

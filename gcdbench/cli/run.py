@@ -111,7 +111,7 @@ DEFAULT_MAX_RUNS = 1000
     "llm_options",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Provider or backend option, e.g. order_consistency=2 (repeatable; part of the spec).",
+    help="Provider or backend option, e.g. temperature=0.7 (repeatable; part of the spec).",
 )
 @click.option("--llm-offline", is_flag=True, help="Replay the feedback ledger; fail on a miss.")
 @click.option(
