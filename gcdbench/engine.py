@@ -26,9 +26,12 @@ from functools import cache
 from pathlib import Path
 
 #: Bump when a change to the engine's code can change any run's result.
-ENGINE_VERSION = "2"
+#: 3: query kinds are plugins and the asking policy left the query payload, so the second
+#: option order and noisy-oracle draws are keyed by the question alone (answers of methods
+#: that ask can move); an unconstrained reply that does not parse is asked once more.
+ENGINE_VERSION = "3"
 #: sha256 of the engine sources at ENGINE_VERSION (see the module docstring).
-ENGINE_FINGERPRINT = "93a2f55ad5ebb01e407883810cc28c1b74cc6dbb6f17ea32cdcd905371504eba"
+ENGINE_FINGERPRINT = "a245c780ecac4fc2e86255c0231f0630d36e2d3a34010535785ce0756be4bfb7"
 
 PACKAGE = Path(__file__).resolve().parent
 #: The result-shaping code, relative to the package: folders (every .py and .txt inside)
