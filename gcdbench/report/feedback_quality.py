@@ -3,7 +3,7 @@
 A method fills a :class:`~gcdbench.api.feedback_log.FeedbackLog`; the runner, which holds
 the gold labels, calls :func:`score_feedback_log` and stores the result in the run record's
 ``diagnostics["feedback_quality"]``. Definitions (GLEAN's own code computes none of these, so
-they follow docs/methods/glean.md §8.2 item 3 and §5.2):
+they follow docs/methods/glean.md §8 and §5.2):
 
 * an instance choice is right iff the chosen pool sample has the anchor's gold label;
 * a category choice is right iff the chosen cluster's majority gold label over the pool (in

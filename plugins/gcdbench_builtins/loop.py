@@ -1,5 +1,5 @@
 """``loop``: Loop (An et al., arXiv 2312.10897), GLEAN's parent, as
-docs/methods/glean.md §6 describes it.
+docs/methods/loop.md describes it.
 
 MTP pre-training, then rounds: K-means; Local Inconsistent Sampling (the samples in both the
 top-v by local inconsistency and the top-v by entropy); the scalable query — which of |q|
