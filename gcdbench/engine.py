@@ -31,7 +31,7 @@ from pathlib import Path
 #: that ask can move); an unconstrained reply that does not parse is asked once more.
 ENGINE_VERSION = "3"
 #: sha256 of the engine sources at ENGINE_VERSION (see the module docstring).
-ENGINE_FINGERPRINT = "a245c780ecac4fc2e86255c0231f0630d36e2d3a34010535785ce0756be4bfb7"
+ENGINE_FINGERPRINT = "fe9b202106ffe48a9a6fad7316d4cb9272ce213c9420ac74d7e8aa806fe2ab23"
 
 PACKAGE = Path(__file__).resolve().parent
 #: The result-shaping code, relative to the package: folders (every .py and .txt inside)

@@ -15,10 +15,10 @@ from typing import Any
 from gcdbench.api.feedback import OK, Query
 from gcdbench.api.parsing import Parsed
 from gcdbench.api.query_kind import ChoiceKind, QueryKind
+from gcdbench.api.values import parse_value
 from gcdbench.errors import GcdbenchError
 from gcdbench.feedback import kinds, prompts
 from gcdbench.llm.api import Backend, ChatMessage, ChatRequest, ChatResult
-from gcdbench.llm.options import FALSE_WORDS, TRUE_WORDS
 from gcdbench.util.random import keyed_generator
 
 #: ``--llm-option`` keys that used to set the asking policy, and the method parameters that
@@ -67,18 +67,14 @@ class LLMOptions:
         return cls(**mine), rest
 
 
+#: The types ``LLMOptions`` fields declare (annotations are strings under
+#: ``from __future__ import annotations``).
+_TYPES: dict[str, type] = {"bool": bool, "int": int, "float": float, "str": str}
+
+
 def _coerce(key: str, raw: str) -> Any:
-    if key == "sample_seed":
-        return int(raw)
-    if key == "temperature":
-        return float(raw)
-    if key in {"choose_by_logprobs", "constrained"}:
-        if raw.lower() in TRUE_WORDS:
-            return True
-        if raw.lower() in FALSE_WORDS:
-            return False
-        raise ValueError(raw)
-    return raw
+    declared = {f.name: str(f.type) for f in fields(LLMOptions)}[key]
+    return parse_value(raw, _TYPES[declared])
 
 
 @dataclass(frozen=True)
