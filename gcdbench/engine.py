@@ -31,7 +31,7 @@ from pathlib import Path
 #: that ask can move); an unconstrained reply that does not parse is asked once more.
 ENGINE_VERSION = "3"
 #: sha256 of the engine sources at ENGINE_VERSION (see the module docstring).
-ENGINE_FINGERPRINT = "fe9b202106ffe48a9a6fad7316d4cb9272ce213c9420ac74d7e8aa806fe2ab23"
+ENGINE_FINGERPRINT = "c7a36a2c6fb2e0326a9227656d623a4a2e84941f85c81068a2a3872b6412735c"
 
 PACKAGE = Path(__file__).resolve().parent
 #: The result-shaping code, relative to the package: folders (every .py and .txt inside)
