@@ -31,7 +31,7 @@ from pathlib import Path
 #: that ask can move); an unconstrained reply that does not parse is asked once more.
 ENGINE_VERSION = "3"
 #: sha256 of the engine sources at ENGINE_VERSION (see the module docstring).
-ENGINE_FINGERPRINT = "c7a36a2c6fb2e0326a9227656d623a4a2e84941f85c81068a2a3872b6412735c"
+ENGINE_FINGERPRINT = "02adbfa53086d06ad1b6714a37dd0b25d46e47dce7c6234a52deef7b0b425023"
 
 PACKAGE = Path(__file__).resolve().parent
 #: The result-shaping code, relative to the package: folders (every .py and .txt inside)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from gcdbench.api.encoder import Encoder, EncoderFactory
+from gcdbench.api.toolkit import l2_normalise
 
 _TOKEN = re.compile(r"[a-z0-9]+")
 
@@ -36,7 +37,7 @@ class BagOfWordsEncoder(Encoder):
         for i, text in enumerate(texts):
             for token in _TOKEN.findall(text.lower()):
                 out[i, zlib.crc32(token.encode()) % self.dim] += 1.0
-        out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        out = l2_normalise(out)
         if on_progress is not None:
             on_progress(len(texts))
         return out
