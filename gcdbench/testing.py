@@ -31,8 +31,9 @@ import numpy as np
 
 from gcdbench.api.dataset import DataFile, DatasetParts, Part
 from gcdbench.api.encoder import Encoder
-from gcdbench.api.feedback import ERROR, FeedbackEnv
+from gcdbench.api.feedback import ERROR, LAYOUTS, FeedbackEnv, Query
 from gcdbench.api.method import Method, MethodOutput, params_dict
+from gcdbench.api.query_kind import ANSWER_SECTIONS, ChoiceKind, QueryKind
 from gcdbench.api.spec import RunSpec
 from gcdbench.api.task import GCDTask, Gold
 from gcdbench.data.split import build_task, make_split
@@ -42,7 +43,14 @@ from gcdbench.registry import KINDS
 from gcdbench.report.feedback_quality import score_feedback_log
 from gcdbench.runner.context import RunContext, build_context
 
-__all__ = ["BagOfWordsEncoder", "ConformanceError", "check_method", "method_checks", "tiny_task"]
+__all__ = [
+    "BagOfWordsEncoder",
+    "ConformanceError",
+    "check_method",
+    "check_query_kind",
+    "method_checks",
+    "tiny_task",
+]
 
 
 class ConformanceError(AssertionError):
@@ -321,3 +329,46 @@ def check_method(
     """Run every check; raise :class:`ConformanceError` on the first broken rule."""
     for check in method_checks(method_cls, encoder=encoder, feedback=feedback):
         check()
+
+
+def check_query_kind(kind: QueryKind, example: Query | None = None) -> None:
+    """What a query kind plugin must get right before any model sees it: a name, templates
+    that load (the default among them) with the sections its answers need, and, given an
+    ``example`` query, that the example validates and renders in every layout and answer mode
+    its default template has. Raises :class:`ConformanceError` naming the rule."""
+
+    def fail(rule: str) -> ConformanceError:
+        return ConformanceError(f"query kind {getattr(kind, 'name', kind)!r}: {rule}")
+
+    name = getattr(kind, "name", None)
+    if not isinstance(name, str) or not name or " " in name:
+        raise fail("`name` must be a non-empty string without spaces")
+    versions = kind.templates()
+    if kind.default_template not in versions:
+        raise fail(
+            f"default template {kind.default_template!r} is not among its templates "
+            f"{versions} in {kind.template_dir}; ship {name}.{kind.default_template}.txt there"
+        )
+    needed = ["instructions", "answer"]
+    if isinstance(kind, ChoiceKind):
+        needed += ["option_line", "subject"]
+    for version in versions:
+        template = kind.template(version)
+        missing = [section for section in needed if not template.has(section)]
+        if missing:
+            raise fail(f"template {template.id} lacks the sections {missing}")
+    if example is None:
+        return
+    if example.kind != name:
+        raise fail(f"the example is a {example.kind!r} query")
+    kind.validate(example)
+    template = kind.template(example.policy.template)
+    modes = [mode for mode, section in ANSWER_SECTIONS.items() if template.has(section)]
+    for layout in LAYOUTS:
+        for mode in modes:
+            order = (
+                list(range(len(kind.options(example)))) if isinstance(kind, ChoiceKind) else None
+            )
+            messages = kind.render(example, template, layout=layout, answer_mode=mode, order=order)
+            if not messages or not messages[-1].content.strip():
+                raise fail(f"rendering the example ({layout}, {mode}) gave no user message")

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from gcdbench import registry
 from gcdbench.cli import cli
+from gcdbench.errors import GcdbenchError
 from gcdbench.feedback.ledger import Ledger
 
 sys.path.insert(0, str(Path(__file__).parent / "plugins"))
@@ -122,3 +123,21 @@ def test_the_real_llama_cpp_server_answers_it(tmp_path, shared_data, pairwise_pl
     # The server constrains the reply to "Yes"/"No", so every answer parses.
     assert stats["queries"] == 12 and stats["statuses"] == {"ok": 12}
     assert _ledger_rows(ledger) == {KIND: 12}
+
+
+def test_every_registered_kind_passes_the_kind_checks(pairwise_plugin):
+    from gcdbench.api.feedback import Query
+    from gcdbench.testing import ConformanceError, check_query_kind
+
+    for name in registry.names("query-kind"):
+        check_query_kind(registry.get("query-kind", name))
+    kind = registry.get("query-kind", KIND)
+    check_query_kind(kind, Query(KIND, {"first": "card lost", "second": "where is my card"}))
+    with pytest.raises(GcdbenchError, match="lacks 'second'"):
+        check_query_kind(kind, Query(KIND, {"first": "card lost"}))
+
+    class Broken(same_category.SameCategory):
+        default_template = "pairwise-v9"
+
+    with pytest.raises(ConformanceError, match=r"default template 'pairwise-v9'"):
+        check_query_kind(Broken())
