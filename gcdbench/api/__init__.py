@@ -20,7 +20,7 @@ from gcdbench.api.method import ClusterInfo, Component, Method, MethodOutput, pa
 from gcdbench.api.miner import ClusterState, Miner
 from gcdbench.api.query_kind import ChoiceKind, Field, GoldView, QueryKind
 from gcdbench.api.record import SCHEMA_VERSION, ResultRecord
-from gcdbench.api.registered import registered, registered_names
+from gcdbench.api.registered import registered
 from gcdbench.api.spec import RunSpec
 from gcdbench.api.task import GCDSplit, GCDTask, Gold, TaskPart
 from gcdbench.api.values import parse_value
@@ -69,5 +69,4 @@ __all__ = [
     "param",
     "parse_value",
     "registered",
-    "registered_names",
 ]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gcdbench.api.spec import canonical_json
 from gcdbench.errors import GcdbenchError
 
 if TYPE_CHECKING:
@@ -92,8 +93,6 @@ class Query:
         """The question itself (kind, payload, meta; not how it is asked) as canonical JSON:
         what seeds an oracle's noise and the option orders shown, so answers do not depend
         on the order questions are asked in."""
-        from gcdbench.api.spec import canonical_json
-
         return canonical_json(
             {"kind": self.kind, "payload": _plain(self.payload), "meta": _plain(self.meta)}
         )

@@ -213,10 +213,6 @@ class QueryKind(ABC):
         """Whether ``value`` is right by gold, for the quality report; None: cannot say."""
         return None
 
-    def to_json(self, value: Any) -> Any:
-        """``Answer.value`` as the ledger stores it (JSON)."""
-        return value
-
 
 class ChoiceKind(QueryKind):
     """A choice among options, answered with the 0-based index of the chosen option (or
@@ -225,6 +221,8 @@ class ChoiceKind(QueryKind):
 
     #: the payload list holding the options, or None when :meth:`options` supplies them
     options_field: ClassVar[str | None] = "options"
+    #: a meta list with one entry per option (e.g. each option's pool id), checked for length
+    option_meta: ClassVar[str | None] = None
     max_tokens = 50
 
     def options(self, query: Query) -> list[str]:
@@ -233,10 +231,23 @@ class ChoiceKind(QueryKind):
         return [str(o) for o in query.payload[self.options_field]]
 
     def check(self, query: Query) -> None:
-        if not self.options(query):
+        options = self.options(query)
+        if not options:
             raise GcdbenchError(
                 f"{self.name} query has no {self.options_field}; give at least one option."
             )
+        if self.option_meta is not None and self.option_meta in query.meta:
+            per_option = query.meta[self.option_meta]
+            if len(per_option) != len(options):
+                raise GcdbenchError(
+                    f"{self.name} query has {len(options)} options but {len(per_option)} "
+                    f"entries in meta.{self.option_meta}; give one per option."
+                )
+
+    def shown(self, query: Query, order: Sequence[int]) -> list[str]:
+        """The option texts in the order shown."""
+        options = self.options(query)
+        return [options[j] for j in order]
 
     @abstractmethod
     def correct_options(self, query: Query, gold: GoldView) -> list[int]:
@@ -340,15 +351,6 @@ def check_fields(kind: str, where: str, values: Mapping[str, Any], fields: Seque
                 f"{kind} query {where}.{f.name} must be {f.type}, got "
                 f"{_short(values[f.name])}; fix the query."
             )
-
-
-def same_length(kind: str, meta_list: Any, options: Sequence[Any], what: str) -> None:
-    """A meta list with one entry per option (e.g. the pool id of each option)."""
-    if len(meta_list) != len(options):
-        raise GcdbenchError(
-            f"{kind} query has {len(options)} options but {len(meta_list)} entries in "
-            f"{what}; give one per option."
-        )
 
 
 def has_type(value: Any, type_: str) -> bool:

@@ -13,9 +13,3 @@ def registered(kind: str, name: str) -> Any:
     from gcdbench import registry
 
     return registry.get(kind, name)
-
-
-def registered_names(kind: str) -> list[str]:
-    from gcdbench import registry
-
-    return registry.names(kind)

@@ -5,13 +5,9 @@ from __future__ import annotations
 
 from gcdbench import registry
 from gcdbench.api.feedback import Query
-from gcdbench.api.query_kind import ChoiceKind, QueryKind
+from gcdbench.api.query_kind import QueryKind
 
-__all__ = ["ChoiceKind", "QueryKind", "get_kind", "names", "validate"]
-
-
-def names() -> list[str]:
-    return registry.names("query-kind")
+__all__ = ["get_kind", "validate"]
 
 
 def get_kind(name: str) -> QueryKind:

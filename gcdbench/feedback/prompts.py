@@ -14,18 +14,13 @@ from gcdbench.api.prompts import CONFIDENCE, LAYOUTS, NUMBER, PLAIN, PromptTempl
 from gcdbench.feedback.kinds import get_kind
 from gcdbench.llm.api import ChatMessage
 
-__all__ = ["CONFIDENCE", "LAYOUTS", "NUMBER", "PLAIN", "RenderedPrompt", "load_template", "render"]
+__all__ = ["CONFIDENCE", "LAYOUTS", "NUMBER", "PLAIN", "RenderedPrompt", "render"]
 
 
 @dataclass(frozen=True)
 class RenderedPrompt:
     template: PromptTemplate
     messages: tuple[ChatMessage, ...]
-
-
-def load_template(kind: str, version: str | None = None) -> PromptTemplate:
-    """The template ``version`` (default: the kind's own) of the registered ``kind``."""
-    return get_kind(kind).template(version)
 
 
 def render(

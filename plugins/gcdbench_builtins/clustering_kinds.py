@@ -100,11 +100,11 @@ class ClassifyIntoLabels(ChoiceKind):
 
     def reply_choices(self, query: Query, order: Sequence[int]) -> tuple[str, ...] | None:
         """The labels themselves, when they are distinct (a grammar needs distinct replies)."""
-        shown = [query.payload["labels"][j] for j in order]
+        shown = self.shown(query, order)
         return tuple(dict.fromkeys(shown)) if len(set(shown)) == len(shown) else None
 
     def shown_labels(self, query: Query, order: Sequence[int]) -> list[str] | None:
-        return [query.payload["labels"][j] for j in order]
+        return self.shown(query, order)
 
 
 @hookimpl

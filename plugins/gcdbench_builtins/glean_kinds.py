@@ -31,7 +31,6 @@ from gcdbench.api.query_kind import (
     GoldView,
     QueryKind,
     exact,
-    same_length,
 )
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -43,13 +42,9 @@ class SelectSimilarInstance(ChoiceKind):
     description = "which option text has the same category as the query (GLEAN §5.1, Loop)"
     payload = _CHOICE_PAYLOAD
     meta = (Field("anchor", "int", False), Field("options", "list[int]", False))
+    option_meta = "options"
     template_dir = TEMPLATES
     default_template = "glean-v1"
-
-    def check(self, query: Query) -> None:
-        super().check(query)
-        if "options" in query.meta:
-            same_length(self.name, query.meta["options"], query.payload["options"], "meta.options")
 
     def correct_options(self, query: Query, gold: GoldView) -> list[int]:
         anchor = gold.labels(query, [gold.meta(query, "anchor")])[0]
@@ -62,14 +57,9 @@ class SelectCategory(ChoiceKind):
     description = "which category description fits the query (GLEAN §5.3)"
     payload = _CHOICE_PAYLOAD
     meta = (Field("anchor", "int", False), Field("option_members", "list[list[int]]", False))
+    option_meta = "option_members"
     template_dir = TEMPLATES
     default_template = "glean-v1"
-
-    def check(self, query: Query) -> None:
-        super().check(query)
-        if "option_members" in query.meta:
-            members = query.meta["option_members"]
-            same_length(self.name, members, query.payload["options"], "option_members")
 
     def correct_options(self, query: Query, gold: GoldView) -> list[int]:
         """Options whose members' majority gold class is the anchor's."""

@@ -44,10 +44,10 @@ class SameCategory(ChoiceKind):
         return 0 if value else 1
 
     def reply_choices(self, query: Query, order: Sequence[int]) -> tuple[str, ...]:
-        return tuple(self.options(query)[j] for j in order)
+        return tuple(self.shown(query, order))
 
     def shown_labels(self, query: Query, order: Sequence[int]) -> list[str]:
-        return [self.options(query)[j] for j in order]
+        return self.shown(query, order)
 
     def correct_options(self, query: Query, gold: GoldView) -> list[int]:
         first, second = gold.labels(query, [gold.meta(query, "first"), gold.meta(query, "second")])
