@@ -31,7 +31,7 @@ from pathlib import Path
 #: that ask can move); an unconstrained reply that does not parse is asked once more.
 ENGINE_VERSION = "3"
 #: sha256 of the engine sources at ENGINE_VERSION (see the module docstring).
-ENGINE_FINGERPRINT = "922c223d82f0c4c78fc8800b4b5c437edb75cebc26a82a859b1812cc5ec67285"
+ENGINE_FINGERPRINT = "bf6d9896c7d231efd0777880409bba8aff4ea2f3dacc3ed58295891756150232"
 
 PACKAGE = Path(__file__).resolve().parent
 #: The result-shaping code, relative to the package: folders (every .py and .txt inside)

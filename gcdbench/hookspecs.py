@@ -53,6 +53,11 @@ def register_query_kinds(register: Register) -> None:
 
 
 @hookspec
+def register_refiners(register: Register) -> None:
+    """Register :class:`gcdbench.api.refiner.Refiner` subclasses (``--refine NAME``)."""
+
+
+@hookspec
 def register_loss_hooks(register: Register) -> None:
     """Register :class:`gcdbench.api.loss.LossHook` classes."""
 

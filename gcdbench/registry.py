@@ -32,6 +32,7 @@ KINDS: dict[str, str] = {
     "miner": "register_miners",
     "feedback": "register_feedback_providers",
     "query-kind": "register_query_kinds",
+    "refiner": "register_refiners",
     "loss": "register_loss_hooks",
     "executor": "register_executors",
     "llm": "register_llm_backends",

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from gcdbench import registry
 from gcdbench.api.dataset import DataFile, DatasetParts, Part
 from gcdbench.api.encoder import Encoder
 from gcdbench.api.feedback import ERROR, LAYOUTS, FeedbackEnv, Query
@@ -162,6 +163,15 @@ def method_checks(
                 method_cls,
                 f"`uses` names unknown kinds {sorted(unknown_kinds)}; use {sorted(KINDS)}",
             )
+        if "feedback" in method_cls.uses and not method_cls.asks:
+            raise _fail(method_cls, "a feedback method must list the query kinds it asks in `asks`")
+        unregistered = [k for k in method_cls.asks if k not in registry.names("query-kind")]
+        if unregistered:
+            raise _fail(
+                method_cls,
+                f"`asks` names unregistered query kinds {unregistered}; register them "
+                "(hook register_query_kinds) or fix the names",
+            )
         names = [c.name for c in method_cls.components]
         if len(names) != len(set(names)):
             raise _fail(method_cls, "component names must be unique")
@@ -237,6 +247,34 @@ def method_checks(
             json.dumps(output.diagnostics, default=str)
         except (TypeError, ValueError):
             raise _fail(method_cls, "diagnostics must be JSON-serialisable") from None
+        log = output.feedback_log
+        asked = {a.kind for a in log.asked} | {c.kind for c in log.choices} if log else set()
+        undeclared = sorted(asked - set(method_cls.asks))
+        if undeclared:
+            raise _fail(method_cls, f"it asked {undeclared}, which `asks` does not list")
+
+    def check_pseudo_labels() -> None:
+        output, task = run_once(0)
+        labeled = output.labeled_assignments
+        if labeled is None:
+            raise _fail(
+                method_cls,
+                "a `pseudo_labels` method must return labeled_assignments (its labels of the "
+                "labeled texts), which refiners estimate its reliability from",
+            )
+        labeled = np.asarray(labeled)
+        if labeled.shape != (task.num_labeled,) or not np.issubdtype(labeled.dtype, np.integer):
+            raise _fail(
+                method_cls,
+                f"labeled_assignments must be {task.num_labeled} integers, got "
+                f"{labeled.shape} {labeled.dtype}",
+            )
+        if (labeled < -1).any() or not (labeled >= 0).any():
+            raise _fail(
+                method_cls,
+                "labeled_assignments must hold cluster ids (-1 for a text the method did not "
+                "label), at least one of them >= 0",
+            )
 
     def check_deterministic() -> None:
         first, _ = run_once(3)
@@ -294,6 +332,8 @@ def method_checks(
     # Checks picked by what the method declares it uses (as scikit-learn picks by tags).
     if "feedback" in method_cls.uses:
         checks.append(check_failing_feedback)
+    if method_cls.pseudo_labels:
+        checks.append(check_pseudo_labels)
     return checks
 
 

@@ -65,6 +65,13 @@ class RunContext(Protocol):
         """Gold-labelled dev examples of the novel classes; the run is marked as leaky."""
         ...
 
+    def leak_gold_labels(self, part: str, why: str) -> np.ndarray:
+        """Gold class ids (global, arbitrary but fixed order) of every text of ``part``
+        (``"train"``: the training pool in pool order, ``"test"``). Only for ``--variant
+        official`` reproductions of released code that reads them: the run record says so
+        (``leaks_labels``), and leaderboards mark the run."""
+        ...
+
     def timed(self, name: str) -> AbstractContextManager[None]:
         """Adds the time spent inside to the record's ``timings[name]``."""
         ...

@@ -55,6 +55,11 @@ class MethodOutput:
     clusters: dict[int, ClusterInfo] = field(default_factory=dict)
     diagnostics: dict[str, Any] = field(default_factory=dict)
     feedback_log: FeedbackLog | None = None
+    #: A pseudo-labelling method's labels for the labeled texts (``task.train.texts[:
+    #: task.num_labeled]``), in the id space of ``test_assignments``, -1 for a text it did not
+    #: label (a budget cut): what a refiner such as SILR estimates the labeller's reliability
+    #: from, without gold labels of unlabeled texts.
+    labeled_assignments: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,12 @@ class Method(ABC):
     description: ClassVar[str] = ""
     version: ClassVar[str] = "1"
     uses: ClassVar[tuple[str, ...]] = ("encoder",)
+    #: The query kinds the method asks (``gcdbench list methods`` shows them; each must be
+    #: registered, by the method's own plugin or another).
+    asks: ClassVar[tuple[str, ...]] = ()
+    #: True for a method whose clusters are labels it assigned text by text (an LLM
+    #: classifier): it fills ``MethodOutput.labeled_assignments`` and ``--refine`` applies.
+    pseudo_labels: ClassVar[bool] = False
     components: ClassVar[tuple[Component, ...]] = ()
     Params: ClassVar[type] = NoParams
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}

@@ -68,3 +68,26 @@ def answers_reported_to(sink: AnswerSink) -> Iterator[None]:
         yield
     finally:
         _ANSWER_SINK.reset(token)
+
+
+@contextmanager
+def tally_questions(reporter: Reporter, kind: str, total: int) -> Iterator[None]:
+    """Count a batch of ``total`` questions on ``reporter`` as the provider reports them
+    answered; what the provider did not report (oracles answer at once, silently) is
+    counted at the end, so every batch ends complete."""
+    if not total:
+        yield
+        return
+    with reporter.questions(kind, total) as advance:
+        reported = 0
+
+        def sink(done: int, hits: int) -> None:
+            nonlocal reported
+            done = min(done, total - reported)
+            reported += done
+            advance(done, hits)
+
+        with answers_reported_to(sink):
+            yield
+        if reported < total:
+            advance(total - reported, 0)

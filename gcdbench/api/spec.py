@@ -41,14 +41,24 @@ class RunSpec:
     preset: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
     method_version: str = ""
+    # ``--refine NAME``: a refiner applied to the method's output (see gcdbench.api.refiner),
+    # with its resolved parameters and version. Left out of the dict (and so of the hash)
+    # when there is none, so the ids of unrefined runs do not change.
+    refine: str | None = None
+    refine_params: Mapping[str, Any] = field(default_factory=dict)
+    refine_version: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ablations", tuple(sorted(set(self.ablations))))
         object.__setattr__(self, "params", dict(sorted(dict(self.params).items())))
+        object.__setattr__(self, "refine_params", dict(sorted(dict(self.refine_params).items())))
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["ablations"] = list(self.ablations)
+        if self.refine is None:
+            for key in ("refine", "refine_params", "refine_version"):
+                out.pop(key)
         return out
 
     @classmethod
@@ -64,7 +74,8 @@ class RunSpec:
     @property
     def label(self) -> str:
         """Method with its ablations, as leaderboards show it."""
-        return self.method + "".join(f" w/o {a}" for a in self.ablations)
+        refined = f" +{self.refine}" if self.refine else ""
+        return self.method + refined + "".join(f" w/o {a}" for a in self.ablations)
 
     def with_(self, **changes: Any) -> RunSpec:
         return replace(self, **changes)

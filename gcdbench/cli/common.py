@@ -114,12 +114,12 @@ def _pieces(values: tuple[str, ...], name: str, example: str) -> list[str]:
     return pieces
 
 
-def parse_params(values: tuple[str, ...]) -> dict[str, str]:
+def parse_params(values: tuple[str, ...], flag: str = "--param") -> dict[str, str]:
     out = {}
     for value in values:
         key, sep, raw = value.partition("=")
         if not sep or not key.strip():
-            raise GcdbenchError(f"--param takes KEY=VALUE, got {value!r}; e.g. --param n_init=20.")
+            raise GcdbenchError(f"{flag} takes KEY=VALUE, got {value!r}; e.g. {flag} n_init=20.")
         out[key.strip()] = raw.strip()
     return out
 

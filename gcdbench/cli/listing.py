@@ -30,6 +30,7 @@ _KIND_ALIASES = {
     "llm-backends": "llm",
     "query-kinds": "query-kind",
     "kinds": "query-kind",
+    "refiners": "refiner",
 }
 
 
@@ -65,13 +66,14 @@ def plugins(as_json: bool) -> None:
 )
 def list_(kind: str, name: str | None, as_json: bool, with_params: bool) -> None:
     """List what is registered of KIND: methods, datasets, encoders, miners, feedback,
-    query-kinds, losses, executors or llms; NAME shows one entry. `gcdbench list methods --params`
-    shows every method's parameter schema (`gcdbench list methods glean --params`: one)."""
+    query-kinds, refiners, losses, executors or llms; NAME shows one entry. `gcdbench list
+    methods --params` shows every method's parameter schema (`gcdbench list methods glean
+    --params`: one; refiners too)."""
     if kind not in _KIND_ALIASES:
         raise UnknownNameError("kind", kind, _KIND_ALIASES)
     kind = _KIND_ALIASES[kind]
-    if with_params and kind != "method":
-        raise GcdbenchError(f"--params applies to methods only; drop it for {kind}s.")
+    if with_params and kind not in ("method", "refiner"):
+        raise GcdbenchError(f"--params applies to methods and refiners; drop it for {kind}s.")
     names = registry.names(kind)
     if name is not None:
         if name not in names:
@@ -117,12 +119,20 @@ def _describe(kind: str, name: str, with_params: bool = False) -> dict[str, obje
     row: dict[str, object] = {"name": name, "plugin": registry.owner(kind, name).name}
     if kind == "method":
         row["uses"] = list(obj.uses)
+        row["asks"] = list(obj.asks)
+        if obj.pseudo_labels:
+            row["refinable"] = "yes: assigns labels text by text (--refine)"
         row["ablations"] = [
             c.name + (f" (= {' + '.join(c.includes)})" if c.includes else "")
             for c in obj.components
         ]
         row["params"] = {f.name: f.default for f in dataclasses.fields(obj.Params)}
         row["presets"] = sorted(obj.presets)
+        if with_params:
+            row["schema"] = param_schema(obj.Params)
+    elif kind == "refiner":
+        row["uses"] = list(obj.uses)
+        row["params"] = {f.name: f.default for f in dataclasses.fields(obj.Params)}
         if with_params:
             row["schema"] = param_schema(obj.Params)
     elif kind == "query-kind":

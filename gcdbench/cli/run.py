@@ -100,6 +100,20 @@ DEFAULT_MAX_RUNS = 1000
     "variant parameter: no-llm, glean, loop) [method default: paper].",
 )
 @click.option(
+    "--refine",
+    default=None,
+    metavar="REFINER",
+    help="Refine a pseudo-labelling method's output with a registered refiner, e.g. silr "
+    "(gcdbench list refiners).",
+)
+@click.option(
+    "--refine-param",
+    "refine_params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a refiner parameter (repeatable).",
+)
+@click.option(
     "--llm",
     default=None,
     metavar="SPEC",
@@ -151,6 +165,8 @@ def run(
     preset: str | None,
     params: tuple[str, ...],
     variant: str | None,
+    refine: str | None,
+    refine_params: tuple[str, ...],
     llm: str | None,
     llm_options: tuple[str, ...],
     llm_offline: bool,
@@ -176,6 +192,7 @@ def run(
     _check_text_options(
         encoder=encoder,
         preset=preset,
+        refine=refine,
         llm_budget=llm_budget,
         ledger=ledger,
         data_dir=data_dir,
@@ -213,6 +230,8 @@ def run(
             llm=llm,
             llm_options=options_of_llm,
             llm_budget=llm_budget,
+            refine=refine,
+            refine_overrides=parse_params(refine_params, "--refine-param"),
         )
         for dataset, ratio, seed in itertools.product(names, ratios, expand_ints(seed_ranges))
     ]
@@ -244,6 +263,7 @@ def _check_text_options(**values: str | None) -> None:
     fixes = {
         "encoder": "name one (e.g. all-MiniLM-L6-v2) or leave --encoder out for the default",
         "preset": "name one the method declares (gcdbench list methods) or leave --preset out",
+        "refine": "name a refiner (gcdbench list refiners) or leave --refine out",
         "llm_budget": "pass e.g. --llm-budget 2000 or 0.50usd, or leave it out",
         "ledger": "pass a file path or leave --ledger out for <cache>/ledger.sqlite",
         "data_dir": "pass a folder or leave --data-dir out",

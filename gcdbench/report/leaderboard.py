@@ -404,6 +404,9 @@ def reproduce_commands(records: Iterable[ResultRecord]) -> list[str]:
     for record in records:
         spec = record.spec
         args = [spec.method, *(f"--ablate {a}" for a in spec.ablations)]
+        if spec.refine:
+            args.append(f"--refine {spec.refine}")
+            args += [f"--refine-param {k}={v}" for k, v in sorted(spec.refine_params.items())]
         if spec.encoder and spec.encoder != DEFAULT_ENCODER:
             args.append(f"--encoder {spec.encoder}")
         if spec.llm:

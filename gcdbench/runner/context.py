@@ -46,6 +46,8 @@ class RunContext:
     # Gold-labelled dev examples of the *novel* classes: only the explicitly leaky options
     # read them (GLEAN's official category demonstrations), and reading marks the run.
     novel_dev_examples: Callable[[int], list[tuple[str, str]]] | None = None
+    # Gold class ids by part, for released-code reproductions that read them (marks the run).
+    gold_labels: Callable[[str], np.ndarray] | None = None
     leaked: list[str] = field(default_factory=list)
     # Every backbone handed out by load_backbone: what the record says was fine-tuned.
     backbones: list[dict[str, Any]] = field(default_factory=list)
@@ -127,6 +129,16 @@ class RunContext:
         self.leaked.append(why)
         return self.novel_dev_examples(per_class)
 
+    def leak_gold_labels(self, part: str, why: str) -> np.ndarray:
+        """Gold class ids of every text of ``part`` (``train`` pool or ``test``); the run is
+        marked as leaking labels (``leaks_labels``)."""
+        if self.gold_labels is None:
+            raise GcdbenchError(f"{why} needs gold labels, which this run does not hold.")
+        if part not in ("train", "test"):
+            raise GcdbenchError(f"leak_gold_labels: part must be 'train' or 'test', got {part!r}.")
+        self.leaked.append(why)
+        return np.asarray(self.gold_labels(part)).copy()
+
     @property
     def feedback_loaded(self) -> bool:
         return self._feedback is not None
@@ -173,6 +185,7 @@ def build_context(
     reporter: Reporter | None = None,
     features: FeatureCache | None = None,
     novel_dev_examples: Callable[[int], list[tuple[str, str]]] | None = None,
+    gold_labels: Callable[[str], np.ndarray] | None = None,
 ) -> RunContext:
     """The context of one run of ``spec`` by a method that declares ``uses``.
 
@@ -204,6 +217,7 @@ def build_context(
         features=FeatureCache() if features is None else features,
         feedback_factory=feedback_factory,
         novel_dev_examples=novel_dev_examples,
+        gold_labels=gold_labels,
     )
 
 

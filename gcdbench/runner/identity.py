@@ -70,6 +70,8 @@ def run_identity(spec: RunSpec, split_hash: str, data_files: Mapping[str, str]) 
 
 def _plugin_roles(spec: RunSpec) -> dict[str, tuple[str, str]]:
     roles = {"method": ("method", spec.method), "dataset": ("dataset", spec.dataset)}
+    if spec.refine:
+        roles["refiner"] = ("refiner", spec.refine)
     if spec.encoder and spec.encoder.partition(":")[0] in registry.names("encoder"):
         roles["encoder"] = ("encoder", spec.encoder.partition(":")[0])
     if spec.llm:
@@ -149,6 +151,14 @@ def stale_reasons(record: ResultRecord, *, check_data: bool = True) -> list[str]
     else:
         if installed != spec.method_version:
             reasons.append(f"method version {spec.method_version} (installed: {installed})")
+    if spec.refine:
+        try:
+            refiner = registry.get("refiner", spec.refine).version
+        except GcdbenchError:
+            reasons.append(f"refiner {spec.refine!r} is not installed")
+        else:
+            if refiner != spec.refine_version:
+                reasons.append(f"refiner version {spec.refine_version} (installed: {refiner})")
     with contextlib.suppress(GcdbenchError):
         now = plugin_versions(spec)
         for role, version in sorted(dict(identity.get("plugins", {})).items()):

@@ -25,6 +25,7 @@ from gcdbench.api.executor import Outcome
 from gcdbench.api.feedback import FeedbackEnv
 from gcdbench.api.method import Method, MethodOutput, params_dict
 from gcdbench.api.record import ResultRecord
+from gcdbench.api.refiner import Refiner
 from gcdbench.api.spec import DEFAULT_ENCODER, RunSpec
 from gcdbench.api.task import GCDTask, Gold
 from gcdbench.data.checks import check_dataset, stop_on_errors
@@ -74,9 +75,12 @@ def resolve_spec(
     overrides: Mapping[str, Any] | None = None,
     llm_options: Mapping[str, str] | None = None,
     llm_budget: str | None = None,
+    refine: str | None = None,
+    refine_overrides: Mapping[str, Any] | None = None,
 ) -> RunSpec:
     """Validate a request and pin every value that shapes the result."""
     method_cls: type[Method] = registry.get("method", method)
+    refiner_cls, refine_params = _resolve_refiner(method_cls, refine, refine_overrides)
     definition = registry.get("dataset", dataset)
     check_ratio("--known-ratio", known_ratio)
     check_ratio("--labeled-ratio", labeled_ratio)
@@ -85,7 +89,7 @@ def resolve_spec(
     params = method_cls.resolve_params(preset, dict(overrides or {}))
     # Rules that depend on the dataset's number of classes (e.g. GLEAN's options <= K).
     method_cls.cross_check(params, definition.num_classes)
-    if "encoder" in method_cls.uses:
+    if "encoder" in _uses(method_cls, refiner_cls):
         encoder = encoder or DEFAULT_ENCODER
         # An unknown name, missing model packages or folder, or a hub id this machine cannot
         # reach fail here, before anything is written, not when the model loads mid-run.
@@ -112,7 +116,37 @@ def resolve_spec(
         preset=preset,
         params=params_dict(params),
         method_version=method_cls.version,
+        refine=refine,
+        refine_params=params_dict(refine_params) if refiner_cls else {},
+        refine_version=refiner_cls.version if refiner_cls else "",
     )
+
+
+def _resolve_refiner(
+    method_cls: type[Method], refine: str | None, overrides: Mapping[str, Any] | None
+) -> tuple[type[Refiner] | None, Any]:
+    """The ``--refine`` refiner and its checked parameters (None when there is none)."""
+    if refine is None:
+        if overrides:
+            raise GcdbenchError("--refine-param needs --refine NAME; add it or drop the params.")
+        return None, None
+    refiner_cls: type[Refiner] = registry.get("refiner", refine)
+    if not method_cls.pseudo_labels:
+        tagged = [n for n in registry.names("method") if registry.get("method", n).pseudo_labels]
+        raise GcdbenchError(
+            f"--refine {refine} refines pseudo-labels, and method {method_cls.name!r} does not "
+            f"assign labels text by text; use it with {', '.join(tagged) or 'such a method'} "
+            "or drop --refine."
+        )
+    params = refiner_cls.resolve_params(dict(overrides or {}))
+    refiner_cls.cross_check(params)
+    return refiner_cls, params
+
+
+def _uses(method_cls: type[Method], refiner_cls: type[Refiner] | None) -> tuple[str, ...]:
+    """What the run needs: the method's parts, and its refiner's."""
+    extra = tuple(u for u in (refiner_cls.uses if refiner_cls else ()) if u not in method_cls.uses)
+    return tuple(method_cls.uses) + extra
 
 
 def execute(spec: RunSpec, options: RunOptions, reporter: Reporter | None = None) -> Outcome:
@@ -162,6 +196,9 @@ def execute(spec: RunSpec, options: RunOptions, reporter: Reporter | None = None
     method = method_cls(
         method_cls.Params(**spec.params), method_cls.expand_ablations(list(spec.ablations))
     )
+    refiner_cls: type[Refiner] | None = (
+        registry.get("refiner", spec.refine) if spec.refine else None
+    )
     feedback_env = FeedbackEnv(
         seed=spec.seed,
         gold=gold,
@@ -174,14 +211,22 @@ def execute(spec: RunSpec, options: RunOptions, reporter: Reporter | None = None
             spec,
             _file_texts(parts),
             Path(work),
-            uses=method_cls.uses,
+            uses=_uses(method_cls, refiner_cls),
             feedback_env=feedback_env,
             reporter=reporter,
             novel_dev_examples=partial(_novel_dev_examples, parts, split.known_classes),
+            gold_labels=partial(_gold_labels, gold),
         )
         reporter.message(f"running {spec.label} (seed {spec.seed})")
+        unrefined = None
         try:
             output = method.run(task, ctx)
+            if refiner_cls is not None:
+                _check_output(output, task, spec)
+                unrefined = output
+                refiner = refiner_cls(refiner_cls.Params(**spec.refine_params))
+                with reporter.stage(f"refine: {spec.refine}"), ctx.timed(f"refine:{spec.refine}"):
+                    output = refiner.refine(task, ctx, output)
         finally:
             feedback = ctx.feedback.describe() if ctx.feedback_loaded else None
             if ctx.feedback_loaded:
@@ -193,6 +238,15 @@ def execute(spec: RunSpec, options: RunOptions, reporter: Reporter | None = None
     predictions = _predictions(task, gold, output)
     t = lap("metrics", t)
     diagnostics = dict(output.diagnostics)
+    if unrefined is not None:
+        # What the refiner changed, measured: the method's own assignment scored the same way.
+        before = evaluate(gold.test_y, unrefined.test_assignments, gold.known_ids)
+        diagnostics["refine"] = {
+            **dict(diagnostics.get("refine", {})),
+            "refiner": spec.refine,
+            "before": before,
+            "changed": int((unrefined.test_assignments != output.test_assignments).sum()),
+        }
     if output.feedback_log is not None:
         # Only the runner holds gold labels, so only it can score the questions asked.
         diagnostics["feedback_quality"] = score_feedback_log(output.feedback_log, gold)
@@ -229,6 +283,11 @@ def execute(spec: RunSpec, options: RunOptions, reporter: Reporter | None = None
             "ablations": list(spec.ablations),
             "ablated_components": sorted(method.ablations),
             "components": method_cls.component_names(),
+            "refiner": (
+                {"name": spec.refine, "version": spec.refine_version, "params": spec.refine_params}
+                if spec.refine
+                else None
+            ),
             "plugin": {
                 "name": plugin.name,
                 "distribution": plugin.distribution,
@@ -310,6 +369,10 @@ def _novel_dev_examples(
         for label, texts in by_class.items()
         for text in texts
     ]
+
+
+def _gold_labels(gold: Gold, part: str) -> np.ndarray:
+    return gold.train_y if part == "train" else gold.test_y
 
 
 def _check_output(output: MethodOutput, task: GCDTask, spec: RunSpec) -> None:

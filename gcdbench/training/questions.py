@@ -9,8 +9,8 @@ everything the runner needs to score the feedback against gold
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from gcdbench.api.feedback import Answer, AskingPolicy, FeedbackProvider, Query
 from gcdbench.api.feedback_log import CATEGORY, ChoiceLog, FeedbackLog
-from gcdbench.api.progress import Reporter, answers_reported_to
+from gcdbench.api.progress import tally_questions
 from gcdbench.api.task import GCDTask
 
 if TYPE_CHECKING:
@@ -121,7 +121,10 @@ class Asker:
             Query(kind, style.payload(self.task, texts[int(a)], shown), dict(m), style.policy)
             for a, shown, m in zip(anchors, option_texts, meta, strict=True)
         ]
-        with self.ctx.timed(f"feedback:{kind}"), _tally(self.ctx.reporter, kind, len(queries)):
+        with (
+            self.ctx.timed(f"feedback:{kind}"),
+            tally_questions(self.ctx.reporter, kind, len(queries)),
+        ):
             answers = self.provider.answer(queries) if queries else []
         used = [usable(a, style) for a in answers]
         self.log.choices.append(
@@ -170,33 +173,10 @@ class Asker:
         with (
             naming,
             self.ctx.timed(f"feedback:{CHARACTERIZE}"),
-            _tally(self.ctx.reporter, CHARACTERIZE, len(queries)),
+            tally_questions(self.ctx.reporter, CHARACTERIZE, len(queries)),
         ):
             answers = self.provider.answer(queries) if queries else []
         return answers
-
-
-@contextmanager
-def _tally(reporter: Reporter, kind: str, total: int) -> Iterator[None]:
-    """Count a batch's questions on ``reporter`` as the provider reports them answered;
-    what the provider did not report (oracles answer at once, silently) is counted at the
-    end, so every batch ends complete."""
-    if not total:
-        yield
-        return
-    with reporter.questions(kind, total) as advance:
-        reported = 0
-
-        def sink(done: int, hits: int) -> None:
-            nonlocal reported
-            done = min(done, total - reported)
-            reported += done
-            advance(done, hits)
-
-        with answers_reported_to(sink):
-            yield
-        if reported < total:
-            advance(total - reported, 0)
 
 
 def description_text(value: Mapping[str, str] | None, fallback_texts: Sequence[str]) -> str:

@@ -64,6 +64,7 @@ class SameCategoryDemo(Method):
     name = "same-category-demo"
     description = "K-means on the encoder, corrected by pairwise same-category questions"
     uses = ("encoder", "feedback")
+    asks = ("same-category",)
     Params = PairParams
 
     def run(self, task: GCDTask, ctx: RunContext) -> MethodOutput:
