@@ -31,7 +31,7 @@ from pathlib import Path
 #: that ask can move); an unconstrained reply that does not parse is asked once more.
 ENGINE_VERSION = "3"
 #: sha256 of the engine sources at ENGINE_VERSION (see the module docstring).
-ENGINE_FINGERPRINT = "bf6d9896c7d231efd0777880409bba8aff4ea2f3dacc3ed58295891756150232"
+ENGINE_FINGERPRINT = "a3d20fb991aeb6ecc27f7f1d94eb15aa9a427ca86f18f088c3a988b6cc798a24"
 
 PACKAGE = Path(__file__).resolve().parent
 #: The result-shaping code, relative to the package: folders (every .py and .txt inside)

@@ -129,6 +129,8 @@ class Method(ABC):
         """Defaults, then the preset, then explicit overrides (strings from the CLI), every
         resolved value checked against the schema :func:`param` declares."""
         fields = {f.name: f for f in dataclasses.fields(cls.Params)}
+        # A refiner's parameters go through here too (gcdbench.api.refiner), named as such.
+        owner, flag = getattr(cls, "param_owner", "method"), getattr(cls, "param_flag", "-p")
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}
         if preset is not None:
@@ -150,12 +152,12 @@ class Method(ABC):
                 sources[key] = f"preset {preset!r}"
         for key, raw in overrides.items():
             if key not in fields:
-                raise UnknownNameError(f"parameter of method {cls.name!r}", key, fields)
-            values[key] = coerce(raw, fields[key], cls.name)
+                raise UnknownNameError(f"parameter of {owner} {cls.name!r}", key, fields)
+            values[key] = coerce(raw, fields[key], cls.name, owner=owner, flag=flag)
             sources[key] = "--param"
         for name, fld in fields.items():
             value = values[name] if name in values else _default(fld)
-            check_value(fld, value, cls.name, sources.get(name, "default"))
+            check_value(fld, value, cls.name, sources.get(name, "default"), owner=owner, flag=flag)
         params = cls.Params(**values)
         cls.cross_check(params)
         return params
@@ -275,7 +277,15 @@ def describe_allowed(rule: ParamRule) -> str:
     return ""
 
 
-def check_value(fld: dataclasses.Field[Any], value: Any, method: str, source: str) -> None:
+def check_value(
+    fld: dataclasses.Field[Any],
+    value: Any,
+    method: str,
+    source: str,
+    *,
+    owner: str = "method",
+    flag: str = "-p",
+) -> None:
     """One line naming the parameter, the bad value, what it takes and an example fix."""
     problem = _problem(fld, value)
     if problem is None:
@@ -283,11 +293,11 @@ def check_value(fld: dataclasses.Field[Any], value: Any, method: str, source: st
     where = "" if source == "--param" else f" (from {_source_text(source)})"
     example = _example(fld)
     fix = (
-        f"e.g. -p {fld.name}={_show(example)}"
+        f"e.g. {flag} {fld.name}={_show(example)}"
         if example is not None
         else "see gcdbench list methods --params"
     )
-    raise GcdbenchError(f"method {method!r}: {problem}{where}; {fix}.")
+    raise GcdbenchError(f"{owner} {method!r}: {problem}{where}; {fix}.")
 
 
 def _problem(fld: dataclasses.Field[Any], value: Any) -> str | None:
@@ -421,7 +431,14 @@ def _source_text(source: str) -> str:
     return "the method's default; the plugin must fix it" if source == "default" else source
 
 
-def coerce(raw: Any, fld: dataclasses.Field[Any], method: str) -> Any:
+def coerce(
+    raw: Any,
+    fld: dataclasses.Field[Any],
+    method: str,
+    *,
+    owner: str = "method",
+    flag: str = "-p",
+) -> Any:
     """Turn a CLI string into the type the Params field declares (``int | None`` too:
     ``none`` gives None); a non-string passes through to :func:`check_value`."""
     if not isinstance(raw, str):
@@ -441,8 +458,8 @@ def coerce(raw: Any, fld: dataclasses.Field[Any], method: str) -> Any:
     example = _example(fld)
     hint = _show(example) if example is not None else f"<{_type_text(fld)}>"
     raise GcdbenchError(
-        f"method {method!r}: parameter {fld.name} must be {_type_text(fld)}, got {raw!r}; "
-        f"e.g. -p {fld.name}={hint}."
+        f"{owner} {method!r}: parameter {fld.name} must be {_type_text(fld)}, got {raw!r}; "
+        f"e.g. {flag} {fld.name}={hint}."
     )
 
 

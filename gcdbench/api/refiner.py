@@ -36,6 +36,9 @@ class Refiner(ABC):
     uses: ClassVar[tuple[str, ...]] = ("encoder",)
     Params: ClassVar[type] = NoParams
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    # How parameter errors name this refiner and the flag that sets its parameters.
+    param_owner: ClassVar[str] = "refiner"
+    param_flag: ClassVar[str] = "--refine-param"
 
     def __init__(self, params: Any) -> None:
         self.params = params

@@ -33,6 +33,10 @@ _LABELS_SCHEMA = {
 }
 
 
+#: The longest label a bounded reply schema admits (a label is a few words).
+MAX_LABEL_CHARS = 80
+
+
 def _norm(text: str) -> str:
     return re.sub(r"[\s_\-]+", " ", str(text).strip().lower())
 
@@ -66,10 +70,21 @@ class LabelGeneration(_LabelList):
 class LabelMerging(_LabelList):
     name = "label-merging"
     description = "merge near-duplicate labels into one list (LLM-only clustering)"
+    # The reply is the whole merged list, often over a hundred labels at ~5 tokens each: the
+    # shared 300 would cut it off mid-JSON (a parse failure, and the merge is lost).
+    # llama.cpp lowers it to what the context window leaves.
+    max_tokens = 2048
     payload = (Field("labels", "list[str]"), Field("target_count", "int", False), TASK)
 
     def items(self, payload: Mapping[str, Any]) -> Sequence[str]:
         return list(payload["labels"])
+
+    def json_schema(self, query: Query) -> dict[str, Any]:
+        """At most as many labels as were given, each of label length: a model that
+        repeats itself (SmolLM2 did) stops there instead of at ``max_tokens``."""
+        items = {"type": "string", "maxLength": MAX_LABEL_CHARS}
+        bounded = {"type": "array", "items": items, "maxItems": len(query.payload["labels"])}
+        return {**_LABELS_SCHEMA, "properties": {"labels": bounded}}
 
     def extra_instructions(self, query: Query, template: PromptTemplate) -> list[str]:
         if "target_count" not in query.payload:
