@@ -20,6 +20,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from gcdbench import registry
+from gcdbench.api.method import params_dict
 from gcdbench.api.record import ResultRecord
 from gcdbench.runner.store import ResultsStore
 
@@ -45,6 +47,10 @@ def _label(record: ResultRecord) -> str:
     spec = record.spec
     extra = [f"preset={spec.preset}"] if spec.preset else []
     extra += [f"{k}={v}" for k, v in sorted(spec.params.items()) if k == "variant" and v != "paper"]
+    if spec.refine:
+        defaults = params_dict(registry.get("refiner", spec.refine).resolve_params({}))
+        changed = {k: v for k, v in spec.refine_params.items() if defaults.get(k) != v}
+        extra += [f"{spec.refine}.{k}={v}" for k, v in sorted(changed.items())]
     return spec.label + (f" [{', '.join(extra)}]" if extra else "")
 
 
@@ -105,7 +111,7 @@ def quality_rows(records: Iterable[tuple[Path, ResultRecord]]) -> list[str]:
             lines.append(
                 f"| {_label(record)} | {record.spec.dataset} | {kind} | {row.get('asked', EMPTY)} "
                 f"| {row.get('answered', EMPTY)} | "
-                f"{_f(accuracy, 3) if accuracy is not None else row.get('scored', EMPTY)} | "
+                f"{_f(accuracy, 3) if accuracy is not None else 'unscored'} | "
                 f"{_f(row.get('encoder_accuracy'), 3)} | {statuses or EMPTY} |"
             )
     return lines

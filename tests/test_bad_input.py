@@ -186,7 +186,7 @@ def test_list_methods_shows_the_schema_on_request():
     assert [row["name"] for row in data] == ["glean"]
     assert {e["name"] for e in data[0]["schema"]} >= {"options", "mode", "variant"}
     wrong = runner.invoke(cli, ["list", "datasets", "--params"])
-    assert "--params applies to methods only" in _one_error_line(wrong)
+    assert "--params applies to methods and refiners" in _one_error_line(wrong)
 
 
 @dataclass(frozen=True)

@@ -113,7 +113,10 @@ def llama_cpp_decodes() -> str | None:
 def ledger_answers(path: Path) -> dict[str, int]:
     ledger = Ledger(path)
     try:
-        return {row["kind"]: row["answers"] for row in ledger.stats()}
+        counts: dict[str, int] = {}
+        for row in ledger.stats():  # one row per (kind, model, status): add them up
+            counts[row["kind"]] = counts.get(row["kind"], 0) + row["answers"]
+        return counts
     finally:
         ledger.close()
 
