@@ -1,6 +1,6 @@
 """The LLM methods' reproduction tables (issue 13), from run records alone.
 
-    python benchmarks/llm_methods.py --results-dir results/llm-methods > /tmp/tables.md
+    python benchmarks/llm_methods.py --results-dir results/llm-methods
 
 Runs are made with ``gcdbench run`` (the commands are in benchmarks/REPRODUCTION.md, section
 "LLM clustering methods"); this prints, per feedback provider: one row per run with its
@@ -23,7 +23,7 @@ from typing import Any
 from gcdbench import registry
 from gcdbench.api.method import params_dict
 from gcdbench.api.record import ResultRecord
-from gcdbench.runner.store import ResultsStore
+from gcdbench.runner.store import ResultsStore, load_record
 
 #: gpt-4o-mini list prices, USD per token (input, output), for the "on gpt-4o-mini" column.
 GPT_4O_MINI = (0.15e-6, 0.60e-6)
@@ -121,7 +121,7 @@ def report(results_dir: Path) -> str:
     store = ResultsStore(results_dir)
     by_llm: dict[str, list[tuple[Path, ResultRecord]]] = defaultdict(list)
     for path in sorted(store.record_paths()):
-        record = store_record(path)
+        record = load_record(path)
         by_llm[record.spec.llm or "no LLM"].append((path, record))
     out: list[str] = []
     for llm, records in sorted(by_llm.items()):
@@ -131,12 +131,6 @@ def report(results_dir: Path) -> str:
         if len(quality) > 2:
             out += ["Answer quality per query kind:", "", *quality, ""]
     return "\n".join(out)
-
-
-def store_record(path: Path) -> ResultRecord:
-    from gcdbench.runner.store import load_record
-
-    return load_record(path)
 
 
 def main() -> None:

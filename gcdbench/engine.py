@@ -31,7 +31,7 @@ from pathlib import Path
 #: that ask can move); an unconstrained reply that does not parse is asked once more.
 ENGINE_VERSION = "3"
 #: sha256 of the engine sources at ENGINE_VERSION (see the module docstring).
-ENGINE_FINGERPRINT = "a3d20fb991aeb6ecc27f7f1d94eb15aa9a427ca86f18f088c3a988b6cc798a24"
+ENGINE_FINGERPRINT = "d75cc7c4537ec1804f86ffcda55b4c985b356dc57a189cc845ee97c03d6325b9"
 
 PACKAGE = Path(__file__).resolve().parent
 #: The result-shaping code, relative to the package: folders (every .py and .txt inside)

@@ -112,6 +112,12 @@ def _json_choice(text: str) -> tuple[int | None, float | None]:
     return None, confidence
 
 
+def label_key(label: str) -> str:
+    """A label as labels are compared: case, and runs of spaces, ``_`` and ``-``, ignored
+    (``Card_Arrival`` and ``card arrival`` are one label)."""
+    return re.sub(r"[\s_\-]+", " ", str(label).strip().lower()).strip()
+
+
 def _norm(text: str) -> str:
     return re.sub(r"[\s_\-]+", " ", text.strip().strip("\"'`.*").lower()).strip()
 

@@ -7,6 +7,7 @@ is called.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -105,3 +106,20 @@ def batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         raise ValueError(f"batch size must be >= 1, got {size}")
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch on ``n`` threads inside the block (0: leave torch's setting), the previous
+    count restored after. Methods that train small heads on frozen features use 1: on a
+    busy 2-core machine the thread pool's synchronisation made their tiny steps 10-30x
+    slower (silr.md §5, active-gcd.md)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -43,7 +42,7 @@ from gcdbench.api import (
     param,
 )
 from gcdbench.api.asking import ask, usable
-from gcdbench.api.toolkit import hungarian_mapping, l2_normalise
+from gcdbench.api.toolkit import hungarian_mapping, l2_normalise, torch_threads
 from gcdbench_builtins.active_gcd_kinds import ASSIGN, KINDS
 
 if TYPE_CHECKING:
@@ -173,7 +172,7 @@ class ActiveGCD(Method):
         params: ActiveGCDParams = self.params
         pool = l2_normalise(np.asarray(ctx.embed(task.train), dtype=np.float32))
         test = l2_normalise(np.asarray(ctx.embed(task.test), dtype=np.float32))
-        with _torch_threads(params.torch_threads):
+        with torch_threads(params.torch_threads):
             model = _Model(pool.shape[1], task.num_classes, params, ctx.rng("init"))
             run = _ActiveRun(task, ctx, params, model, pool, self.enabled)
             with ctx.timed("base-training"):
@@ -867,21 +866,6 @@ class _ActiveRun:
             "novel_labels": len(self.novel_label),
             "test_heads_used": len(np.unique(assignments)),
         }
-
-
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """torch on ``n`` threads inside, restored after: the matrices are small, and two
-    threads on a busy 2-core machine made an epoch 10x slower than one (measured)."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _teacher_schedule(warm: float, final: float, warm_epochs: int, epochs: int) -> list[float]:

@@ -14,14 +14,13 @@ classify-into-labels       text, labels[str], task                     label ind
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from gcdbench.api import hookimpl
 from gcdbench.api.feedback import Answer, Query
-from gcdbench.api.parsing import Parsed, parse_labels
+from gcdbench.api.parsing import Parsed, label_key, parse_labels
 from gcdbench.api.prompts import PromptTemplate
 from gcdbench.api.query_kind import TASK, ChoiceKind, Field, GoldView, QueryKind, exact
 
@@ -35,10 +34,6 @@ _LABELS_SCHEMA = {
 
 #: The longest label a bounded reply schema admits (a label is a few words).
 MAX_LABEL_CHARS = 80
-
-
-def _norm(text: str) -> str:
-    return re.sub(r"[\s_\-]+", " ", str(text).strip().lower())
 
 
 class _LabelList(QueryKind):
@@ -93,15 +88,19 @@ class LabelMerging(_LabelList):
 
     def oracle_answer(self, query: Query, gold: GoldView) -> Answer:
         """Each label that names a gold class becomes that class's name; the rest stay."""
-        lookup = {_norm(n): n for n in gold.names()}
-        merged = [lookup.get(_norm(label), label) for label in query.payload["labels"]]
+        lookup = {label_key(n): n for n in gold.names()}
+        merged = [lookup.get(label_key(label), label) for label in query.payload["labels"]]
         return exact(list(dict.fromkeys(merged)))
 
 
 class ClassifyIntoLabels(ChoiceKind):
     name = "classify-into-labels"
     description = "which label fits the text (LLM-only clustering)"
-    payload = (Field("text", "str"), Field("labels", "list[str]"), TASK)
+    payload: ClassVar[tuple[Field, ...]] = (
+        Field("text", "str"),
+        Field("labels", "list[str]"),
+        TASK,
+    )
     meta = (Field("id", "int", False),)
     options_field = "labels"
     template_dir = TEMPLATES
@@ -110,8 +109,10 @@ class ClassifyIntoLabels(ChoiceKind):
     def correct_options(self, query: Query, gold: GoldView) -> list[int]:
         """Labels equal to the text's gold class key or name (case, spaces, _ and - aside)."""
         y = int(gold.labels(query, [gold.meta(query, "id")])[0])
-        accepted = {_norm(gold.class_key(y)), _norm(gold.name(y))}
-        return [i for i, label in enumerate(query.payload["labels"]) if _norm(label) in accepted]
+        accepted = {label_key(gold.class_key(y)), label_key(gold.name(y))}
+        return [
+            i for i, label in enumerate(query.payload["labels"]) if label_key(label) in accepted
+        ]
 
     def reply_choices(self, query: Query, order: Sequence[int]) -> tuple[str, ...] | None:
         """The labels themselves, when they are distinct (a grammar needs distinct replies)."""

@@ -15,7 +15,6 @@ does (with replacement) and shows the labels in an arbitrary (seeded) order (§6
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from gcdbench.api import (
 from gcdbench.api.asking import ask, usable
 from gcdbench.api.feedback import BUDGET_EXHAUSTED, ERROR, Answer
 from gcdbench.api.feedback_log import FeedbackLog
+from gcdbench.api.parsing import label_key
 from gcdbench.api.toolkit import fit_kmeans, l2_normalise
 from gcdbench_builtins.clustering_kinds import ClassifyIntoLabels, LabelGeneration, LabelMerging
 
@@ -201,7 +201,7 @@ class _Run:
         self.diag["merged_labels"] = len(labels)
         if not labels:
             return self.no_labels()
-        return self.classify_and_assign(labels, {_key(s) for s in seeds})
+        return self.classify_and_assign(labels, {label_key(s) for s in seeds})
 
     # -- step 0 -------------------------------------------------------------------------------
 
@@ -246,7 +246,7 @@ class _Run:
         chosen = chosen[rng.permutation(len(chosen))]
         batches = [chosen[i : i + p.batch_size] for i in range(0, len(chosen), p.batch_size)]
         task_word = self.task.task_word
-        keys = {_key(label) for label in labels}
+        keys = {label_key(label) for label in labels}
         dropped: Counter[str] = Counter()
 
         def query(batch: np.ndarray, shown: Sequence[str]) -> Query:
@@ -384,7 +384,7 @@ class _Run:
                 if c == bucket
                 else ClusterInfo(
                     labels[c],
-                    "seed (known-class name)" if _key(labels[c]) in seed_keys else "LLM label",
+                    "seed (known-class name)" if label_key(labels[c]) in seed_keys else "LLM label",
                 )
             )
             for c in used
@@ -543,13 +543,8 @@ class _Run:
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def _key(label: str) -> str:
-    """Labels equal up to case, spaces, ``_`` and ``-`` are one label."""
-    return re.sub(r"[\s_\-]+", " ", str(label).strip().lower()).strip()
-
-
 def _placeholder(label: str) -> bool:
-    key = _key(label)
+    key = label_key(label)
     return not key or key in FORMAT_PLACEHOLDERS or any(p in key for p in PLACEHOLDERS)
 
 
@@ -557,8 +552,8 @@ def _unique(labels: Any) -> list[str]:
     out: dict[str, str] = {}
     for label in labels:
         label = str(label).strip()
-        if label and _key(label) not in out:
-            out[_key(label)] = label
+        if label and label_key(label) not in out:
+            out[label_key(label)] = label
     return list(out.values())
 
 
@@ -570,8 +565,8 @@ def _collect(labels: list[str], keys: set[str], answer: Answer, dropped: Counter
         name = str(name).strip()
         if _placeholder(name):
             dropped[name] += 1
-        elif _key(name) not in keys:
-            keys.add(_key(name))
+        elif label_key(name) not in keys:
+            keys.add(label_key(name))
             labels.append(name)
 
 

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +24,7 @@ import numpy as np
 
 from gcdbench.api import GcdbenchError, MethodOutput, hookimpl, param
 from gcdbench.api.refiner import Refiner
-from gcdbench.api.toolkit import hungarian_mapping, l2_normalise
+from gcdbench.api.toolkit import hungarian_mapping, l2_normalise, torch_threads
 
 if TYPE_CHECKING:
     import torch
@@ -513,22 +512,6 @@ def prepare_features(test: np.ndarray, labeled: np.ndarray) -> tuple[np.ndarray,
     return ((test - mean) / scale).astype(np.float32), out_l.astype(np.float32)
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """Torch on one thread while SILR trains (the previous count restored after): its steps
-    are tiny, and on a busy machine the thread pool's synchronisation made each one about
-    30 times slower (117 ms against 4 ms, silr.md §5). One thread also fixes the sums'
-    order, whatever the machine's core count."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 # -- the refiner ---------------------------------------------------------------------------------
 
 
@@ -575,7 +558,7 @@ class Silr(Refiner):
         gen = torch.Generator().manual_seed(int(ctx.rng("silr").integers(2**62)))
         history = [state]
         rounds: list[dict[str, Any]] = []
-        with _one_thread(), ctx.reporter.task("silr rounds", total=p.iterations) as advance:
+        with torch_threads(1), ctx.reporter.task("silr rounds", total=p.iterations) as advance:
             for t in range(p.iterations):
                 priors = self._priors(state, task, len(ids), gold)
                 diag = self._round_diag(t, priors)

@@ -33,9 +33,10 @@ from typing import Any
 
 from gcdbench.api import GcdbenchError
 from gcdbench.api.feedback import Answer, Query
-from gcdbench.api.parsing import FAILED, Parsed, find_json, strip_fences
+from gcdbench.api.parsing import FAILED, Parsed, find_json, label_key, strip_fences
 from gcdbench.api.prompts import PromptTemplate
-from gcdbench.api.query_kind import TASK, ChoiceKind, Field, GoldView, QueryKind, exact
+from gcdbench.api.query_kind import TASK, Field, GoldView, QueryKind, exact
+from gcdbench_builtins.clustering_kinds import ClassifyIntoLabels
 
 TEMPLATES = Path(__file__).parent / "templates"
 FAMILY = "tnt-v1"
@@ -53,11 +54,6 @@ NAME_WORDS, DESCRIPTION_WORDS, CRITIQUE_WORDS, SUMMARY_WORDS = 10, 30, 30, 20
 _CHARS_PER_WORD = 12
 #: A name longer than this many words is not a category name (a sentence the model wrote).
 _MAX_NAME_WORDS = 16
-
-
-def norm(text: str) -> str:
-    """A name as compared: lower case, runs of spaces, ``_`` and ``-`` as one space."""
-    return re.sub(r"[\s_\-]+", " ", str(text).strip().lower()).strip()
 
 
 # -- parsing ----------------------------------------------------------------------------------
@@ -151,8 +147,8 @@ def parse_taxonomy(text: str) -> Parsed:
     out: list[dict[str, str]] = []
     seen: set[str] = set()
     for entry in raw:
-        if entry is not None and norm(entry["name"]) not in seen:
-            seen.add(norm(entry["name"]))
+        if entry is not None and label_key(entry["name"]) not in seen:
+            seen.add(label_key(entry["name"]))
             out.append(entry)
     return Parsed(out) if out else FAILED
 
@@ -326,11 +322,11 @@ class _TaxonomyKind(QueryKind):
         (in order of appearance, empty descriptions), cut at ``max_labels``: an upper bound
         on what any model could propose from this batch."""
         taxonomy = [{"name": n, "description": d} for n, d in query.payload["taxonomy"]]
-        seen = {norm(c["name"]) for c in taxonomy}
+        seen = {label_key(c["name"]) for c in taxonomy}
         for y in gold.labels(query, gold.meta(query, "ids")):
             name = gold.name(int(y))
-            if norm(name) not in seen:
-                seen.add(norm(name))
+            if label_key(name) not in seen:
+                seen.add(label_key(name))
                 taxonomy.append({"name": name, "description": ""})
         return exact(taxonomy[: int(query.payload["max_labels"])])
 
@@ -412,7 +408,10 @@ class SummarizeText(QueryKind):
 # -- Phase 2: the primary label ---------------------------------------------------------------
 
 
-class AssignToTaxonomy(ChoiceKind):
+class AssignToTaxonomy(ClassifyIntoLabels):
+    """``classify-into-labels`` (same gold reading, grammar and label replies) with each
+    label's description shown beside it."""
+
     name = ASSIGN
     description = "which taxonomy category (name and description shown) fits the text (TnT-LLM)"
     payload = (
@@ -464,22 +463,6 @@ class AssignToTaxonomy(ChoiceKind):
         if layout == "official":
             return self.messages(template, [head, subject, options_block])
         return self.messages(template, [head, options_block, subject])
-
-    def correct_options(self, query: Query, gold: GoldView) -> list[int]:
-        """Labels equal to the text's gold class key or name (case, spaces, ``_`` and ``-``
-        aside): only seeded known classes and oracle taxonomies can match; a category the
-        LLM named itself is never judged right (nor wrong by meaning, only by name)."""
-        y = int(gold.labels(query, [gold.meta(query, "id")])[0])
-        accepted = {norm(gold.class_key(y)), norm(gold.name(y))}
-        return [i for i, label in enumerate(query.payload["labels"]) if norm(label) in accepted]
-
-    def reply_choices(self, query: Query, order: Sequence[int]) -> tuple[str, ...] | None:
-        """The labels themselves, when distinct (a grammar needs distinct replies)."""
-        shown = self.shown(query, order)
-        return tuple(shown) if len(set(shown)) == len(shown) else None
-
-    def shown_labels(self, query: Query, order: Sequence[int]) -> list[str] | None:
-        return self.shown(query, order)
 
 
 KINDS: tuple[QueryKind, ...] = (

@@ -33,11 +33,12 @@ from gcdbench.api import (
 )
 from gcdbench.api.asking import ask, usable
 from gcdbench.api.feedback_log import FeedbackLog
+from gcdbench.api.parsing import label_key
 from gcdbench.api.toolkit import fit_kmeans, l2_normalise
 from gcdbench_builtins import tnt_kinds
-from gcdbench_builtins.tnt_kinds import ASSIGN, GENERATE, REVIEW, SUMMARIZE, UPDATE, norm
+from gcdbench_builtins.tnt_kinds import ASSIGN, GENERATE, REVIEW, SUMMARIZE, UPDATE
 
-#: A taxonomy: (name, description) pairs, names distinct by :func:`tnt_kinds.norm`.
+#: A taxonomy: (name, description) pairs, names distinct by :func:`gcdbench.api.parsing.label_key`.
 Taxonomy = list[tuple[str, str]]
 ASSIGN_MODES = ("classifier", "llm")
 
@@ -446,21 +447,23 @@ def _review_batch(
 def _keep_known(proposed: Taxonomy, known: Taxonomy, previous: Taxonomy) -> Taxonomy:
     """GCD mode: the LLM's taxonomy, then every known-class name it dropped (with the
     description it had before), so a known class never disappears from the taxonomy."""
-    have = {norm(name) for name, _ in proposed}
-    before = {norm(name): desc for name, desc in previous}
+    have = {label_key(name) for name, _ in proposed}
+    before = {label_key(name): desc for name, desc in previous}
     dropped = [
-        (name, before.get(norm(name), desc)) for name, desc in known if norm(name) not in have
+        (name, before.get(label_key(name), desc))
+        for name, desc in known
+        if label_key(name) not in have
     ]
     return proposed + dropped
 
 
 def _cap(taxonomy: Taxonomy, known: Taxonomy, cap: int) -> Taxonomy:
     """At most ``cap`` categories: the last ones that are not known classes go first."""
-    known_names = {norm(name) for name, _ in known}
+    known_names = {label_key(name) for name, _ in known}
     out = list(taxonomy)
     while len(out) > cap:
         drop = next(
-            (i for i in range(len(out) - 1, -1, -1) if norm(out[i][0]) not in known_names),
+            (i for i in range(len(out) - 1, -1, -1) if label_key(out[i][0]) not in known_names),
             len(out) - 1,
         )
         del out[drop]
