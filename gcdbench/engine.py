@@ -31,7 +31,7 @@ from pathlib import Path
 #: that ask can move); an unconstrained reply that does not parse is asked once more.
 ENGINE_VERSION = "3"
 #: sha256 of the engine sources at ENGINE_VERSION (see the module docstring).
-ENGINE_FINGERPRINT = "d75cc7c4537ec1804f86ffcda55b4c985b356dc57a189cc845ee97c03d6325b9"
+ENGINE_FINGERPRINT = "a43ba225e66474c1a3dc59e43bf70e2f2a1b39de5d1331387327ae258a2ed9f5"
 
 PACKAGE = Path(__file__).resolve().parent
 #: The result-shaping code, relative to the package: folders (every .py and .txt inside)

@@ -59,6 +59,7 @@ if TYPE_CHECKING:  # the real types for type checkers; at run time __getattr__ b
         loop_candidates,
         representatives,
     )
+    from gcdbench.training.heads import KnownClassifier, ProjectionHead
     from gcdbench.training.losses import (
         alignment_loss,
         cross_entropy_loss,
@@ -70,6 +71,7 @@ if TYPE_CHECKING:  # the real types for type checkers; at run time __getattr__ b
         assignment_entropy,
         cluster_state,
         dec_target,
+        knn,
         local_inconsistency,
         nearest_to_centers,
         squared_distances,
@@ -78,6 +80,12 @@ if TYPE_CHECKING:  # the real types for type checkers; at run time __getattr__ b
     )
     from gcdbench.training.mode_base import TrainingMode
     from gcdbench.training.modes import make_mode
+    from gcdbench.training.optim import (
+        Optimisation,
+        cycling_batches,
+        make_optimisation,
+        steps_per_epoch,
+    )
     from gcdbench.training.pipeline import (
         TrainedRun,
         TrainingSetup,
@@ -115,10 +123,12 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
         "supcon_loss",
         "weighted_sum",
     ),
+    "heads": ("KnownClassifier", "ProjectionHead"),
     "mining": (
         "assignment_entropy",
         "cluster_state",
         "dec_target",
+        "knn",
         "local_inconsistency",
         "nearest_to_centers",
         "squared_distances",
@@ -127,6 +137,7 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
     ),
     "mode_base": ("TrainingMode",),
     "modes": ("make_mode",),
+    "optim": ("Optimisation", "cycling_batches", "make_optimisation", "steps_per_epoch"),
     "pipeline": (
         "TrainedRun",
         "TrainingSetup",
@@ -153,6 +164,10 @@ def _engine_module(module: str) -> ModuleType:
         from gcdbench.training import losses
 
         return losses
+    if module == "heads":
+        from gcdbench.training import heads
+
+        return heads
     if module == "mining":
         from gcdbench.training import mining
 
@@ -165,6 +180,10 @@ def _engine_module(module: str) -> ModuleType:
         from gcdbench.training import modes
 
         return modes
+    if module == "optim":
+        from gcdbench.training import optim
+
+        return optim
     if module == "pipeline":
         from gcdbench.training import pipeline
 
@@ -212,9 +231,12 @@ __all__ = [
     "VARIANTS",
     "Asker",
     "AskingStyle",
+    "KnownClassifier",
     "LoopResult",
     "LossChoice",
+    "Optimisation",
     "PretrainParams",
+    "ProjectionHead",
     "RoundHook",
     "RoundParams",
     "RoundPlan",
@@ -231,17 +253,20 @@ __all__ = [
     "cluster_state",
     "cluster_test",
     "cross_entropy_loss",
+    "cycling_batches",
     "dec_target",
     "description_text",
     "encoder_choice",
     "generator_for",
     "instance_candidates",
     "isolated_torch_rng",
+    "knn",
     "known_class_demonstrations",
     "l2_normalise",
     "local_inconsistency",
     "loop_candidates",
     "make_mode",
+    "make_optimisation",
     "nearest_to_centers",
     "neighbour_adjacency",
     "parse_losses",
@@ -251,6 +276,7 @@ __all__ = [
     "resolve_topk",
     "run_rounds",
     "squared_distances",
+    "steps_per_epoch",
     "student_t",
     "supcon_loss",
     "test_features",
