@@ -24,7 +24,7 @@ from gcdbench.report.leaderboard import (
     render_markdown,
     write_leaderboard,
 )
-from gcdbench.report.references import load_references
+from gcdbench.report.references import load_references, validate_reference
 from gcdbench.runner.store import ResultsStore
 from gcdbench.util import files
 
@@ -133,7 +133,15 @@ def test_aggregate_mean_std_match_numpy() -> None:
 
 def test_rendered_cells_match_numpy_and_show_n() -> None:
     text = render_markdown(aggregate(grid()), references=[])
-    assert header(text)[:4] == ["banking ACC", "banking ARI", "banking NMI", "banking n"]
+    assert header(text)[:7] == [
+        "banking ACC",
+        "banking ARI",
+        "banking NMI",
+        "banking K-ACC",
+        "banking N-ACC",
+        "banking H",
+        "banking n",
+    ]
     for method, dataset in VALUES:
         for metric in ("acc", "ari", "nmi"):
             shown = cell(text, method, f"{dataset} {metric.upper()}")
@@ -178,9 +186,9 @@ def test_reference_row_marked_reported_never_ranked() -> None:
     ref = {**GLEAN_REF, "acc": 99.0}  # above every reproduced row, still not bold
     text = render_markdown(aggregate(grid()), references=[ref])
     cells = table_rows(text)["*GLEAN (reported)*[^1]"]
-    assert cells[:4] == ["*99.00*", "*66.00*", "*85.62*", "–"]
+    assert cells[:7] == ["*99.00*", "*66.00*", "*85.62*", "–", "–", "–", "–"]
     assert all("**" not in c and "<u>" not in c for c in cells)
-    assert cells[4:] == ["–"] * 4  # no clinc numbers reported
+    assert cells[7:] == ["–"] * 7  # no clinc numbers reported
     assert "[^1]: Peng et al. 2025, GLEAN (arXiv 2502.18414)" in text
     assert cell(text, "alpha", "banking ACC").startswith("**")
     # Reference rows come beneath the reproduced ones.
@@ -490,3 +498,66 @@ def test_dropped_results_ignore_reported_rows() -> None:
         ("beta", "clinc"),
     }
     assert dropped_results(old, old) == []
+
+
+def test_known_novel_acc_and_h_score_columns() -> None:
+    # The DPN/TAN/SDC papers rank by H-score: the harmonic mean of known- and novel-class ACC.
+    records = [
+        record(m, "banking", s, {"acc": 60.0, "known_acc": k, "novel_acc": n, "h_score": h})
+        for m, per_seed in {
+            "high-h": [(80.0, 50.0, 61.54), (82.0, 52.0, 63.64)],
+            "low-h": [(90.0, 30.0, 45.0), (92.0, 28.0, 42.93)],
+        }.items()
+        for s, (k, n, h) in enumerate(per_seed)
+    ]
+    text = render_markdown(aggregate(records), references=[])
+    assert (
+        cell(text, "high-h", "banking H") == f"**{62.59:.2f}±{np.std([61.54, 63.64], ddof=1):.2f}**"
+    )
+    assert cell(text, "low-h", "banking K-ACC").startswith("**91.00±")
+    assert cell(text, "high-h", "banking N-ACC").startswith("**51.00±")
+    assert cell(text, "low-h", "banking H").startswith("<u>")
+    assert "harmonic mean (H)" in text
+
+
+def test_reference_row_with_h_score_only() -> None:
+    dpn = {
+        **GLEAN_REF,
+        "method": "DPN",
+        "known_ratio": 0.75,
+        "acc": None,
+        "ari": None,
+        "nmi": None,
+        "known_acc": 80.93,
+        "novel_acc": 48.60,
+        "h_score": 60.73,
+        "source": "An et al. 2023, DPN (AAAI)",
+    }
+    text = render_markdown(aggregate([]), references=[dpn, GLEAN_REF])
+    rows = table_rows(text)
+    assert rows["*DPN (reported)*[^2]"][:7] == ["–", "–", "–", "*80.93*", "*48.60*", "*60.73*", "–"]
+    # A row without the optional keys reads them as not reported.
+    assert rows["*GLEAN (reported)*[^1]"][3:6] == ["–", "–", "–"]
+
+
+@pytest.mark.parametrize("bad", [101.0, -1.0, "60", True])
+def test_reference_h_score_must_be_a_percentage(bad: Any) -> None:
+    with pytest.raises(ValueError, match="'h_score' must be a percentage"):
+        validate_reference({**GLEAN_REF, "h_score": bad})
+
+
+def test_older_three_metric_leaderboards_still_parse() -> None:
+    # A leaderboard written before the K-ACC / N-ACC / H columns existed: its n cells sit
+    # at other positions, and regenerating must not report its results as dropped.
+    new = render_markdown(aggregate(grid()), references=[])
+    old_lines = []
+    for line in new.splitlines():
+        if line.startswith("| "):
+            cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+            keep = [cells[0]] + [c for i, c in enumerate(cells[1:]) if i % 7 in (0, 1, 2, 6)]
+            line = "| " + " | ".join(keep) + " |"
+        old_lines.append(line)
+    old = "\n".join(old_lines)
+    assert "| Method | banking ACC | banking ARI | banking NMI | banking n |" in old
+    assert dropped_results(old, new) == []
+    assert len(dropped_results(old, render_markdown(aggregate(grid()[:3]), references=[]))) == 3

@@ -1,10 +1,11 @@
 """The markdown leaderboard: result records -> mean±std over seeds, one table per known ratio.
 
 Layout follows the GCD-on-text papers (TEXTOIR, Loop, GLEAN): rows are methods, column groups
-are datasets, sub-columns ACC / ARI / NMI ×100 with 2 decimals, best bold and second best
-underlined, paper-reported rows marked apart from reproduced ones. Runs whose feedback was
-simulated (oracle, noisy oracle) or that read gold labels of novel classes are not comparable
-with real runs: they get a table of their own under each ratio, ranked only among themselves.
+are datasets, sub-columns ACC / ARI / NMI and known-class ACC / novel-class ACC / H-score ×100
+with 2 decimals, best bold and second best underlined, paper-reported rows marked apart from
+reproduced ones. Runs whose feedback was simulated (oracle, noisy oracle) or that read gold
+labels of novel classes are not comparable with real runs: they get a table of their own under
+each ratio, ranked only among themselves.
 The output is a pure function of its inputs (no dates, stable ordering) so the committed file
 only changes when the results do, and :func:`dropped_results` tells what regenerating a file
 would remove.
@@ -42,8 +43,19 @@ __all__ = [
 ]
 
 DEFAULT_TITLE = "gcdbench leaderboard"
-#: The metrics shown in the tables (``aggregate`` keeps every metric of the record schema).
-SHOWN_METRICS = ("acc", "ari", "nmi")
+#: The metrics shown in the tables (``aggregate`` keeps every metric of the record schema):
+#: ACC / ARI / NMI, then known- and novel-class ACC under the same Hungarian map and their
+#: harmonic mean, the H-score the DPN/TAN/SDC line of papers reports.
+SHOWN_METRICS = ("acc", "ari", "nmi", "known_acc", "novel_acc", "h_score")
+#: Column headers of the metrics.
+METRIC_HEADERS = {
+    "acc": "ACC",
+    "ari": "ARI",
+    "nmi": "NMI",
+    "known_acc": "K-ACC",
+    "novel_acc": "N-ACC",
+    "h_score": "H",
+}
 #: The benchmark's own datasets come first, in the order the papers print them.
 DATASET_ORDER = ("banking", "clinc", "stackoverflow")
 EMPTY = "–"
@@ -250,7 +262,7 @@ def _table(
     datasets = sorted(set(sub["dataset"]) | {r["dataset"] for r in refs}, key=_dataset_sort_key)
     header = ["Method"]
     for dataset in datasets:
-        header += [f"{dataset} {m.upper()}" for m in SHOWN_METRICS] + [f"{dataset} n"]
+        header += [f"{dataset} {METRIC_HEADERS[m]}" for m in SHOWN_METRICS] + [f"{dataset} n"]
     lines = [
         "| " + " | ".join(_escape(h) for h in header) + " |",
         "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|",
@@ -296,7 +308,7 @@ def _table(
         for dataset in datasets:
             reported = per_dataset.get(dataset)
             for metric in SHOWN_METRICS:
-                value = None if reported is None else reported[metric]
+                value = None if reported is None else reported.get(metric)
                 out.append(EMPTY if value is None else f"*{float(value):.2f}*")
             out.append(EMPTY)
         lines.append("| " + " | ".join(out) + " |")
@@ -355,7 +367,8 @@ def render_markdown(
         lines += [
             f"## Known-class ratio {_percent(ratio)}",
             "",
-            "ACC / ARI / NMI ×100: mean±std over the n seeds given in each dataset's n column; "
+            "ACC / ARI / NMI, known-class ACC (K-ACC), novel-class ACC (N-ACC) and their "
+            "harmonic mean (H) ×100: mean±std over the n seeds given in each dataset's n column; "
             f"{_percent(DEFAULT_LABELED_RATIO)} of known-class training data labeled and "
             f"encoder {DEFAULT_ENCODER} unless the row says otherwise.",
             "",
@@ -497,18 +510,19 @@ def shown_results(markdown: str) -> set[Result]:
     (they come from the bundled references) and are left out."""
     found: set[Result] = set()
     section = ""
-    datasets: list[str] = []
+    datasets: list[tuple[str, int]] = []
     for line in markdown.splitlines():
         if line.startswith("## "):
             section, datasets = line[3:].strip(), []
         elif line.startswith("| Method |"):
+            # Read the n columns' positions from the header, so leaderboards written with
+            # another set of metric columns (older versions showed three) parse too.
             cells = _cells(line)
-            datasets = [c[: -len(" n")] for c in cells if c.endswith(" n")]
+            datasets = [(c[: -len(" n")], i) for i, c in enumerate(cells) if c.endswith(" n")]
         elif line.startswith("| ") and datasets and not line.startswith("| *"):
             cells = _cells(line)
-            per_dataset = len(SHOWN_METRICS) + 1
-            for i, dataset in enumerate(datasets):
-                count = cells[(i + 1) * per_dataset] if len(cells) > (i + 1) * per_dataset else ""
+            for dataset, column in datasets:
+                count = cells[column] if len(cells) > column else ""
                 if count not in ("", EMPTY):
                     found.add((section, cells[0], dataset))
     return found

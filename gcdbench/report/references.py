@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-__all__ = ["REFERENCE_KEYS", "load_references", "validate_reference"]
+__all__ = ["OPTIONAL_METRIC_KEYS", "REFERENCE_KEYS", "load_references", "validate_reference"]
 
 REFERENCE_KEYS = (
     "method",
@@ -26,9 +26,12 @@ REFERENCE_KEYS = (
     "source",
     "note",
 )
+#: Known- and novel-class ACC and their harmonic mean (H-score), which the DPN/TAN/SDC line of
+#: papers reports instead of (or beside) ACC/ARI/NMI; a row may omit them.
+OPTIONAL_METRIC_KEYS = ("known_acc", "novel_acc", "h_score")
 _TEXT_KEYS = ("method", "dataset", "source")
 _RATIO_KEYS = ("known_ratio", "labeled_ratio")
-_METRIC_KEYS = ("acc", "ari", "nmi")
+_METRIC_KEYS = ("acc", "ari", "nmi", *OPTIONAL_METRIC_KEYS)
 
 
 def _is_number(value: Any) -> bool:
@@ -39,14 +42,15 @@ def _is_number(value: Any) -> bool:
 def validate_reference(row: Mapping[str, Any], where: str = "reference row") -> dict[str, Any]:
     """Check one reference row and return it as a plain dict; raise ValueError if malformed.
 
-    Metrics may be ``null`` when the paper does not report them (shown as an empty cell).
+    Metrics may be ``null`` when the paper does not report them (shown as an empty cell);
+    the known/novel ACC and H-score keys may also be left out (read as ``null``).
     """
     if not isinstance(row, Mapping):
         raise ValueError(f"{where}: expected an object, got {type(row).__name__}")
     missing = [k for k in REFERENCE_KEYS if k not in row]
     if missing:
         raise ValueError(f"{where}: missing key(s) {', '.join(missing)}")
-    extra = sorted(set(row) - set(REFERENCE_KEYS))
+    extra = sorted(set(row) - set(REFERENCE_KEYS) - set(OPTIONAL_METRIC_KEYS))
     if extra:  # most likely a misspelt key whose value would otherwise be dropped silently
         raise ValueError(f"{where}: unknown key(s) {', '.join(extra)}")
     for key in _TEXT_KEYS:
@@ -58,14 +62,17 @@ def validate_reference(row: Mapping[str, Any], where: str = "reference row") -> 
         if not _is_number(row[key]) or not 0 < row[key] <= 1:
             raise ValueError(f"{where}: {key!r} must be a number in (0, 1], got {row[key]!r}")
     for key in _METRIC_KEYS:
-        value = row[key]
+        value = row.get(key)
         if value is None:
             continue
         if not _is_number(value) or not math.isfinite(value) or not 0 <= value <= 100:
             raise ValueError(
                 f"{where}: {key!r} must be a percentage in [0, 100] or null, got {value!r}"
             )
-    return {k: row[k] for k in REFERENCE_KEYS}
+    return {
+        **{k: row[k] for k in REFERENCE_KEYS},
+        **{k: row.get(k) for k in OPTIONAL_METRIC_KEYS},
+    }
 
 
 def load_references(path: str | Path | None = None) -> list[dict[str, Any]]:
