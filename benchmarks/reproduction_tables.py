@@ -120,7 +120,7 @@ def main_table(records: Sequence[ResultRecord], key: ConfigKey) -> list[str]:
             f"| {label} | {dataset} | {seeds} | {' | '.join(_metric_cells(group))} | {wall} |"
         )
     datasets = {r.spec.dataset for r in records}
-    for ref in load_references():
+    for ref in own_paper_references(records):
         same = math.isclose(ref["known_ratio"], key.known_ratio) and math.isclose(
             ref["labeled_ratio"], key.labeled_ratio
         )
@@ -134,6 +134,19 @@ def main_table(records: Sequence[ResultRecord], key: ConfigKey) -> list[str]:
     return lines
 
 
+def own_paper_references(records: Iterable[ResultRecord]) -> list[dict[str, Any]]:
+    """The reported rows of the methods in ``records``, each method's first source only: its
+    own paper comes first in references.json, third-party re-runs after it."""
+    methods = {r.spec.method for r in records}
+    first_source: dict[str, str] = {}
+    rows = []
+    for ref in load_references():
+        method = ref["method"].lower()
+        if method in methods and first_source.setdefault(method, ref["source"]) == ref["source"]:
+            rows.append(ref)
+    return rows
+
+
 def ablation_table(records: Sequence[ResultRecord], key: ConfigKey) -> list[str]:
     """Per method and dataset with ablated runs: the full row, then each w/o row."""
     ablated = {(r.spec.method, r.spec.dataset) for r in records if r.spec.ablations}
@@ -145,7 +158,8 @@ def ablation_table(records: Sequence[ResultRecord], key: ConfigKey) -> list[str]
         "|---|---|---|---|---|---|---|---|---|",
     ]
     references = {
-        (r["method"].lower(), r["dataset"], r["known_ratio"]): r for r in load_references()
+        (r["method"].lower(), r["dataset"], r["known_ratio"]): r
+        for r in own_paper_references(records)
     }
     for (label, dataset), group in by_row(
         r for r in records if (r.spec.method, r.spec.dataset) in ablated
