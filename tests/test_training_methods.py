@@ -46,7 +46,14 @@ def _record(tmp: Path, method: str, seed: int = 0) -> dict:
     return match
 
 
-def test_smoke_runs_share_pretraining_on_banking(tmp_path, shared_data, tiny_bert):  # noqa: F811
+def test_smoke_runs_share_pretraining_on_banking(
+    tmp_path,
+    shared_data,
+    tiny_bert,  # noqa: F811
+    monkeypatch,
+):
+    # A cache of its own: other methods' smoke runs in this session pre-train the same way.
+    monkeypatch.setenv("GCDBENCH_CACHE", str(tmp_path / "cache"))
     encoder = ["--encoder", str(tiny_bert), "--preset", "smoke"]
     first = _run(tmp_path, shared_data, "mtp", *encoder)
     assert first.exit_code == 0, first.output
