@@ -31,7 +31,7 @@ from pathlib import Path
 #: that ask can move); an unconstrained reply that does not parse is asked once more.
 ENGINE_VERSION = "3"
 #: sha256 of the engine sources at ENGINE_VERSION (see the module docstring).
-ENGINE_FINGERPRINT = "a43ba225e66474c1a3dc59e43bf70e2f2a1b39de5d1331387327ae258a2ed9f5"
+ENGINE_FINGERPRINT = "8a3a0e25f431cabe36227013dec2f89654729e07bcc9c2d0fb6d68988de38cc2"
 
 PACKAGE = Path(__file__).resolve().parent
 #: The result-shaping code, relative to the package: folders (every .py and .txt inside)

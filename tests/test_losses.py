@@ -23,7 +23,9 @@ from gcdbench.training.losses import (
     alignment_loss,
     cross_entropy_loss,
     neighbour_adjacency,
+    sinkhorn,
     supcon_loss,
+    two_view_info_nce,
     weighted_sum,
 )
 from gcdbench.training.params import RoundParams
@@ -317,3 +319,25 @@ def test_the_loop_fills_every_key_the_built_in_hooks_read():
         assert unprovided_keys(registry.get("loss", name)) == [], name
     assert set(ROUND_BATCH_KEYS) | set(ROUND_OUTPUT_KEYS) >= {"labels", "logits", "features"}
     assert parse_losses("ncl, ce:0.5") == (LossChoice("ncl"), LossChoice("ce", 0.5))
+
+
+def test_sinkhorn_gives_distributions_and_balances_classes():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.rand(64, 4, generator=gen) * 0.2
+    logits[:, 0] += 0.5  # everything leans to class 0
+    targets = sinkhorn(logits, 0.05, 3)
+    assert targets.shape == (64, 4) and targets.dtype == torch.float32
+    assert targets.sum(1).tolist() == pytest.approx([1.0] * 64, abs=1e-5)
+    plain = torch.softmax(logits / 0.05, dim=1).sum(0)
+    balanced = targets.sum(0)
+    assert float(balanced.max() - balanced.min()) < 0.5 * float(plain.max() - plain.min())
+    # Extreme logits underflow a class's row to 0: still finite, never inf or NaN.
+    assert torch.isfinite(sinkhorn(torch.tensor([[1.0, -1.0], [1.0, -1.0]]), 0.001, 3)).all()
+
+
+def test_two_view_info_nce_prefers_matching_views():
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(6, 16, generator=gen)
+    matched = two_view_info_nce(a, a + 0.01 * torch.randn(6, 16, generator=gen), 0.07)
+    shuffled = two_view_info_nce(a, a[torch.tensor([1, 2, 3, 4, 5, 0])], 0.07)
+    assert matched.item() < 0.1 < shuffled.item()

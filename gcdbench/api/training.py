@@ -64,7 +64,9 @@ if TYPE_CHECKING:  # the real types for type checkers; at run time __getattr__ b
         alignment_loss,
         cross_entropy_loss,
         neighbour_adjacency,
+        sinkhorn,
         supcon_loss,
+        two_view_info_nce,
         weighted_sum,
     )
     from gcdbench.training.mining import (
@@ -120,7 +122,9 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
         "alignment_loss",
         "cross_entropy_loss",
         "neighbour_adjacency",
+        "sinkhorn",
         "supcon_loss",
+        "two_view_info_nce",
         "weighted_sum",
     ),
     "heads": ("KnownClassifier", "ProjectionHead"),
@@ -275,6 +279,7 @@ __all__ = [
     "representatives",
     "resolve_topk",
     "run_rounds",
+    "sinkhorn",
     "squared_distances",
     "steps_per_epoch",
     "student_t",
@@ -283,5 +288,6 @@ __all__ = [
     "top_clusters",
     "torch_seed",
     "train_and_cluster",
+    "two_view_info_nce",
     "weighted_sum",
 ]

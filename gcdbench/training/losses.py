@@ -160,6 +160,39 @@ def alignment_loss(
     return (log_normaliser - positive)[usable].mean()
 
 
+def two_view_info_nce(first: Tensor, second: Tensor, temperature: float) -> Tensor:
+    """InfoNCE over the 2B L2-normalised vectors [first; second] (SimCLR's NT-Xent, SimCSE):
+    each vector's positive is the other view of its text, every other vector a negative."""
+    n = len(first)
+    both = F.normalize(torch.cat([first, second]), dim=1)
+    logits = both @ both.T / temperature
+    eye = torch.eye(2 * n, dtype=torch.bool, device=logits.device)
+    logits = logits.masked_fill(eye, float("-inf"))
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(logits.device)
+    return F.cross_entropy(logits, target)
+
+
+def sinkhorn(logits: Tensor, epsilon: float, iterations: int) -> Tensor:
+    """Sinkhorn-Knopp with uniform class and sample marginals (SwAV; SDC and GeoID use it for
+    pseudo-labels): [B, K] logits -> [B, K] soft assignments, each row summing to 1. Runs in
+    float64 without grad; a class whose row sums to 0 gets the largest finite scale (the
+    reference code's ``shoot_infs``) instead of inf."""
+    with torch.no_grad():
+        q = logits.double() / epsilon
+        q = torch.exp(q - q.max()).T  # [K, B]
+        q = q / q.sum()
+        classes, samples = q.shape
+        for _ in range(iterations):
+            scale = (1.0 / classes) / q.sum(1)
+            finite = torch.isfinite(scale)
+            if not bool(finite.all()):
+                fallback = scale[finite].max() if bool(finite.any()) else scale.new_tensor(1.0)
+                scale = torch.where(finite, scale, fallback)
+            q = q * scale.unsqueeze(1)
+            q = q * ((1.0 / samples) / q.sum(0)).unsqueeze(0)
+        return (q / q.sum(0, keepdim=True)).T.float()
+
+
 def cross_entropy_loss(logits: Tensor, labels: Tensor) -> Tensor:
     """Mean cross-entropy; labels −100 are ignored (torch's convention)."""
     return F.cross_entropy(logits, labels)

@@ -358,21 +358,6 @@ def build_head(hidden: int, dim: int) -> torch.nn.Sequential:
     )
 
 
-def sinkhorn(logits: Tensor, epsilon: float, iterations: int) -> Tensor:
-    """Sinkhorn-Knopp with uniform class and sample marginals (the released code's
-    imbalance factor 1 reduces to uniform): [B, K] logits -> [B, K] soft assignments."""
-    import torch
-
-    with torch.no_grad():
-        q = torch.exp((logits.float() - logits.max()) / epsilon).T  # [K, B]
-        q = q / q.sum().clamp_min(1e-30)
-        classes, batch = q.shape
-        for _ in range(iterations):
-            q = q * ((1.0 / classes) / q.sum(1, keepdim=True).clamp_min(1e-30))
-            q = q * ((1.0 / batch) / q.sum(0, keepdim=True).clamp_min(1e-30))
-        return (q / q.sum(0, keepdim=True).clamp_min(1e-30)).T
-
-
 def rdrop_loss(first: Tensor, second: Tensor) -> Tensor:
     """Symmetric KL between the two passes' softmax, summed over batch and classes, halved
     (the released code's compute_kl_loss)."""
@@ -497,7 +482,9 @@ class _Stage2:
         import torch
 
         if self.enabled("ot"):
-            q = sinkhorn(logits, self.params.sinkhorn_epsilon, self.params.sinkhorn_iterations)
+            q = training.sinkhorn(
+                logits, self.params.sinkhorn_epsilon, self.params.sinkhorn_iterations
+            )
         else:  # "w/o optimal transport": the classifier's own prediction
             q = torch.softmax(logits.detach().float(), dim=1)
         return q.cpu().numpy()

@@ -138,21 +138,6 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.normalize(a, dim=1) @ F.normalize(b, dim=1).T
 
 
-def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
-    """SimCSE-style InfoNCE over the 2B vectors [a; b]: each one's positive is its other
-    view, every other vector of the batch a negative (TAN's instance-to-instance term)."""
-    import torch
-    import torch.nn.functional as F
-
-    n = len(a)
-    both = F.normalize(torch.cat([a, b]), dim=1)
-    logits = both @ both.T / temperature
-    eye = torch.eye(2 * n, dtype=torch.bool, device=logits.device)
-    logits = logits.masked_fill(eye, float("-inf"))
-    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(logits.device)
-    return F.cross_entropy(logits, target)
-
-
 # ---- the shared run ----------------------------------------------------------------------
 @dataclass
 class PoolClustering:

@@ -443,40 +443,6 @@ def binarise(targets: Tensor, threshold: float, num_known: int) -> int:
     return int(rows.sum())
 
 
-def sinkhorn(logits: Tensor, epsilon: float, iterations: int) -> Tensor:
-    """Sinkhorn-Knopp with uniform marginals (official ``SinkhornKnopp``): [B, K] logits ->
-    [B, K] soft assignments, each row summing to 1."""
-    import torch
-
-    q = logits.double() / epsilon
-    q = torch.exp(q - q.max()).T  # [K, B]
-    q = q / q.sum()
-    classes, samples = q.shape
-    for _ in range(iterations):
-        per_class = q.sum(1)
-        scale = (1.0 / classes) / per_class
-        # the official shoot_infs: an empty class row gets the largest finite scale
-        finite = torch.isfinite(scale)
-        if not bool(finite.all()):
-            scale = torch.where(finite, scale, scale[finite].max() if finite.any() else 1.0)
-        q = q * scale.unsqueeze(1)
-        q = q * ((1.0 / samples) / q.sum(0)).unsqueeze(0)
-    return (q / q.sum(0, keepdim=True)).T.float()
-
-
-def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
-    """SimCLR's loss between two views (official ``loss_contrast``): each view's positive is
-    the other view of its text; the denominator is every other row."""
-    import torch
-    import torch.nn.functional as F
-
-    z = F.normalize(torch.cat([z1, z2]), dim=1)
-    n = len(z1)
-    similarity = (z @ z.T / temperature).fill_diagonal_(float("-inf"))
-    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
-    return F.cross_entropy(similarity, targets)
-
-
 def soft_cross_entropy(targets: Tensor, logits: Tensor) -> Tensor:
     """−mean Σ targets · log softmax(normalise(logits) / 0.3) (official L_cel / L_ceu)."""
     import torch.nn.functional as F
@@ -620,10 +586,10 @@ class Stage2:
             adjusted1 = calibrate(logits1.detach(), bias_logits, omega, transfer, beta, known)
             adjusted2 = calibrate(logits2.detach(), bias_logits, omega, transfer, beta, known)
             # swapped: each view learns the other view's calibrated assignment
-            target1 = sinkhorn(
+            target1 = training.sinkhorn(
                 adjusted2, self.params.sinkhorn_epsilon, self.params.sinkhorn_iterations
             )
-            target2 = sinkhorn(
+            target2 = training.sinkhorn(
                 adjusted1, self.params.sinkhorn_epsilon, self.params.sinkhorn_iterations
             )
             hard = 0
@@ -646,7 +612,7 @@ class Stage2:
                 loss = loss + SCL_WEIGHT * loss_scl
                 values["scl"] = float(loss_scl.detach())
         if "contrastive" not in self.ablations:
-            loss_con = nt_xent(feats1, feats2, CONTRAST_TEMPERATURE)
+            loss_con = training.two_view_info_nce(feats1, feats2, CONTRAST_TEMPERATURE)
             loss = loss + CON_WEIGHT * loss_con
             values["con"] = float(loss_con.detach())
         values["omega"] = float(omega.mean())

@@ -40,7 +40,6 @@ from gcdbench_builtins.prototypes import (
     class_means,
     cuts,
     euclidean,
-    info_nce,
     per_dataset,
     run_prototype_method,
 )
@@ -196,7 +195,7 @@ class TANStage(StageTwo):
         terms["u"] = F.cross_entropy(self.classifier(z), ids)
         if self.enabled("i2i"):
             view = self.features(batch, augment=True)
-            terms["i2i"] = info_nce(z, view, self.params.temperature)
+            terms["i2i"] = training.two_view_info_nce(z, view, self.params.temperature)
         if self.enabled("i2p"):
             terms["i2p"] = euclidean(z, self.calibrated).gather(1, ids[:, None]).mean()
         if self.enabled("p2i"):
