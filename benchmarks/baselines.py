@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gcdbench.api.record import ResultRecord
+from gcdbench.api.spec import DEFAULT_LABELED_RATIO
 from gcdbench.report.references import load_references
 from gcdbench.runner.store import ResultsStore, load_record
 
@@ -114,17 +115,22 @@ def method_rows(records: Sequence[ResultRecord]) -> list[str]:
 
 def published_rows(dataset: str, known_ratio: float, methods: set[str]) -> list[str]:
     lines = [
-        "| published | ACC | ARI | NMI | K-ACC | N-ACC | H | source |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| published | ACC | ARI | NMI | K-ACC | N-ACC | H | source | how it differs |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for ref in load_references():
-        if ref["dataset"] != dataset or not math.isclose(ref["known_ratio"], known_ratio):
+        same_split = math.isclose(ref["known_ratio"], known_ratio) and math.isclose(
+            ref["labeled_ratio"], DEFAULT_LABELED_RATIO
+        )
+        if ref["dataset"] != dataset or not same_split:
             continue
         # Reported rows are named after the registered method, e.g. "mtp-clnn".
         if ref["method"].split(" ")[0] not in methods:
             continue
         cells = [EMPTY if ref.get(m) is None else f"{ref[m]:.2f}" for m in METRICS]
-        lines.append(f"| {ref['method']} | {' | '.join(cells)} | {ref['source']} |")
+        lines.append(
+            f"| {ref['method']} | {' | '.join(cells)} | {ref['source']} | {ref['note'] or EMPTY} |"
+        )
     return lines
 
 
