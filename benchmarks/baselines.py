@@ -24,6 +24,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+from reproduction_tables import mean_std
+
 from gcdbench.api.record import ResultRecord
 from gcdbench.api.spec import DEFAULT_LABELED_RATIO
 from gcdbench.report.references import load_references
@@ -72,15 +74,6 @@ def run(args: argparse.Namespace) -> None:
             subprocess.run(command, check=True)
 
 
-def _mean_std(values: Sequence[float | None]) -> str:
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    if not finite:
-        return EMPTY
-    if len(finite) == 1:
-        return f"{finite[0]:.2f}"
-    return f"{statistics.mean(finite):.2f}±{statistics.stdev(finite):.2f}"
-
-
 def _questions(record: ResultRecord) -> int:
     stats = (record.feedback or {}).get("stats", {})
     total = stats.get("total", {}) if isinstance(stats, dict) else {}
@@ -101,7 +94,7 @@ def method_rows(records: Sequence[ResultRecord]) -> list[str]:
         group.sort(key=lambda r: r.spec.seed)
         walls = [r.provenance.get("durations_s", {}).get("total") for r in group]
         peaks = [r.provenance.get("peak_rss_mb") for r in group]
-        cells = [_mean_std([r.metrics.get(m) for r in group]) for m in METRICS]
+        cells = [mean_std([r.metrics.get(m) for r in group], one_seed="") for m in METRICS]
         wall = statistics.mean(w for w in walls if w is not None) if any(walls) else None
         peak = max((p for p in peaks if p is not None), default=None)
         lines.append(

@@ -65,13 +65,13 @@ def config_groups(records: Iterable[ResultRecord]) -> dict[ConfigKey, list[Resul
     return dict(sorted(groups.items(), key=lambda kv: repr(kv[0])))
 
 
-def mean_std(values: Sequence[float]) -> str:
-    """``mean±std`` over seeds; one seed has no spread, so it says ``(n=1)`` instead."""
+def mean_std(values: Sequence[float | None], one_seed: str = " (n=1)") -> str:
+    """``mean±std`` over seeds; one seed has no spread, so it says ``one_seed`` instead."""
     finite = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=float)
     if finite.size == 0:
         return EMPTY
     if finite.size == 1:
-        return f"{finite[0]:.2f} (n=1)"
+        return f"{finite[0]:.2f}{one_seed}"
     return f"{finite.mean():.2f}±{finite.std(ddof=1):.2f}"
 
 
