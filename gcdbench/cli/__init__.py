@@ -24,6 +24,7 @@ _SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "leaderboard": ("leaderboard", "leaderboard"),
     "show": ("show", "show"),
     "llm": ("llm", "llm"),
+    "feedback": ("feedback", "feedback"),
 }
 
 

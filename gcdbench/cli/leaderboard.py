@@ -45,6 +45,12 @@ from gcdbench.runner.store import ResultsStore
 )
 @click.option("--no-references", is_flag=True, help="Leave out the rows reported by papers.")
 @click.option(
+    "--feedback",
+    "feedback",
+    is_flag=True,
+    help="Rank feedback providers on their question banks (gcdbench feedback eval) instead.",
+)
+@click.option(
     "--include-stale",
     is_flag=True,
     help="Show runs whose data or code changed since they ran, marked STALE and ranked apart.",
@@ -55,8 +61,12 @@ def leaderboard(
     replace: bool,
     no_references: bool,
     include_stale: bool,
+    feedback: bool,
 ) -> None:
     """Print the leaderboard: methods x datasets, ACC/ARI/NMI as mean±std over seeds."""
+    if feedback:
+        _feedback_board(paths.results_dir(results_dir), out, replace)
+        return
     store = ResultsStore(paths.results_dir(results_dir))
     records = list(store.records())
     if not records:
@@ -74,6 +84,33 @@ def leaderboard(
         _refuse_to_drop(path, leaderboard_markdown(records, references), store.root)
     write_leaderboard(records, path, references)
     err_console.print(f"wrote {path} from {len(records)} runs")
+
+
+def _feedback_board(root: Path, out: str | None, replace: bool) -> None:
+    from gcdbench.report.feedback_board import MARKER, feedback_markdown
+    from gcdbench.runner.feedback_eval import eval_records
+
+    records = list(eval_records(root))
+    if not records:
+        raise GcdbenchError(
+            f"no feedback evaluations in {root}; run one first (gcdbench feedback eval "
+            "-d banking --llm oracle) or pass --results-dir."
+        )
+    markdown = feedback_markdown(records)
+    if out is None:
+        click.echo(markdown, nl=False)
+        return
+    path = Path(out)
+    if path.exists() and not replace and MARKER not in path.read_text(encoding="utf-8"):
+        raise GcdbenchError(
+            f"{path} exists and is not a feedback leaderboard; pass another --out, or "
+            "--replace to overwrite it."
+        )
+    from gcdbench.util.files import atomic_open
+
+    with atomic_open(path, "w", encoding="utf-8") as fh:
+        fh.write(markdown)
+    err_console.print(f"wrote {path} from {len(records)} evaluations")
 
 
 def _without_stale(records: list[ResultRecord], include: bool, root: Path) -> list[ResultRecord]:
