@@ -31,7 +31,7 @@ from pathlib import Path
 #: that ask can move); an unconstrained reply that does not parse is asked once more.
 ENGINE_VERSION = "3"
 #: sha256 of the engine sources at ENGINE_VERSION (see the module docstring).
-ENGINE_FINGERPRINT = "8a3a0e25f431cabe36227013dec2f89654729e07bcc9c2d0fb6d68988de38cc2"
+ENGINE_FINGERPRINT = "20cffdbebdda62d2d4e0abe46ef844d16c15bcf90bd8650bd4d25dfe90342a0c"
 
 PACKAGE = Path(__file__).resolve().parent
 #: The result-shaping code, relative to the package: folders (every .py and .txt inside)

@@ -231,16 +231,19 @@ def test_confidence_threshold_flags_but_keeps_the_value(ledger):
     assert all(a.ok for a in sure.answer(asked(QUERIES[:2], min_confidence=0.8)))
 
 
-def test_choose_by_logprobs_and_the_fallback_when_none_come_back(ledger):
+def test_logprob_scoring_and_the_fallback_when_none_come_back(ledger):
     backend = WordOverlapTestDouble(lambda r: "4", logprobs=lambda r: {"1": -3.0, "3": -0.2})
-    p = provider(backend, ledger, choose_by_logprobs=True)
-    [answer] = p.answer(QUERIES[:1])
+    p = provider(backend, ledger)
+    [answer] = p.answer(asked(QUERIES[:1], scoring="logprobs"))
     assert answer.value == 2 and answer.confidence == pytest.approx(0.9427, abs=1e-3)
+    # Labels missing from the top alternatives get probability 0; the rest sum to 1.
+    assert answer.scores == pytest.approx((0.0573, 0.0, 0.9427, 0.0), abs=1e-3)
     assert backend.requests[0].option_labels == ("1", "2", "3", "4")
     assert "number of the choice only" in backend.requests[0].messages[-1].content
     no_logprobs = WordOverlapTestDouble(lambda r: "4", logprobs=lambda r: None)
-    p = provider(no_logprobs, ledger, choose_by_logprobs=True, sample_seed=1)
-    assert p.answer(QUERIES[:1])[0].value == 3
+    p = provider(no_logprobs, ledger, sample_seed=1)
+    fallback = p.answer(asked(QUERIES[:1], scoring="logprobs"))[0]
+    assert fallback.value == 3 and fallback.scores is None
     assert p.describe()["stats"]["total"]["logprob_fallbacks"] == 1
 
 
@@ -327,6 +330,8 @@ def test_asking_policy_options_are_not_backend_options():
         LLMOptions.split({"order_consistency": "2"})
     with pytest.raises(GcdbenchError, match="prompt_layout"):
         LLMOptions.split({"layout": "official"})
+    with pytest.raises(GcdbenchError, match=r"answer_scoring=logprobs"):
+        LLMOptions.split({"choose_by_logprobs": "true"})
     with pytest.raises(GcdbenchError, match="min_confidence must be in"):
         AskingPolicy(min_confidence=1.5)
 

@@ -37,6 +37,13 @@ STATUSES = (OK, LOW_CONFIDENCE, PARSE_FAILURE, INCONSISTENT, ERROR, BUDGET_EXHAU
 
 #: Option orders of a choice question (see :class:`AskingPolicy`).
 LAYOUTS = ("cache-friendly", "official")
+#: How a choice is scored (see :class:`AskingPolicy`): the generated reply, the
+#: log-probabilities of the option labels, or one yes/no question per option.
+GENERATE, LOGPROBS, YES_NO = "generate", "logprobs", "yes-no"
+SCORINGS = (GENERATE, LOGPROBS, YES_NO)
+#: How the answers of several option orders become one (see :class:`AskingPolicy`).
+AGREE, AVERAGE = "agree", "average"
+COMBINES = (AGREE, AVERAGE)
 
 
 @dataclass(frozen=True)
@@ -44,11 +51,23 @@ class AskingPolicy:
     """How a method wants a question asked — declared in its parameters, so it is part of
     the run id once, and read only by the feedback layer (oracles ignore it):
 
-    * ``orderings`` > 1 asks a choice in that many option orders and marks disagreeing
-      answers "inconsistent";
-    * ``min_confidence`` asks for a confidence and marks answers below it "low-confidence";
+    * ``orderings`` > 1 asks a choice in that many option orders, combined as ``combine``
+      says;
+    * ``min_confidence`` marks answers below it "low-confidence" (with ``generate`` scoring
+      the prompt asks for a confidence; the others compute one from probabilities);
     * ``layout`` orders a choice prompt's sections (``cache-friendly`` or ``official``);
-    * ``template`` picks a prompt template version other than the kind's default.
+    * ``template`` picks a prompt template version other than the kind's default;
+    * ``scoring`` reads a choice from the generated reply (``generate``), from the
+      log-probabilities of the option labels "1".."n" at the first answer token
+      (``logprobs``: one forward pass, a probability per option), or from one request per
+      option asking Yes or No (``yes-no``: no positions at all, so no position bias; option
+      probabilities are the softmax of the Yes/No log-odds; ``orderings``, ``combine`` and
+      ``layout`` do not apply). ``yes-no`` needs a template with ``yes_no_*`` sections;
+    * ``combine`` turns the answers of ``orderings`` option orders into one: ``agree`` (the
+      orders must agree, else "inconsistent") or ``average`` (position debiasing: the orders
+      are the first ``orderings`` cyclic rotations, their option probabilities are averaged
+      in the query's own order and the answer is the most probable option; a generated
+      choice counts as a one-hot distribution).
 
     What the backend needs (temperature, token limits, log-probabilities, constrained
     decoding) is not here: that is ``--llm-option``.
@@ -58,6 +77,8 @@ class AskingPolicy:
     min_confidence: float | None = None
     layout: str = "cache-friendly"
     template: str | None = None
+    scoring: str = GENERATE
+    combine: str = AGREE
 
     def __post_init__(self) -> None:
         if self.orderings < 1:
@@ -70,11 +91,20 @@ class AskingPolicy:
             raise GcdbenchError(
                 f"asking policy: layout {self.layout!r} is not one of {', '.join(LAYOUTS)}."
             )
+        if self.scoring not in SCORINGS:
+            raise GcdbenchError(
+                f"asking policy: scoring {self.scoring!r} is not one of {', '.join(SCORINGS)}."
+            )
+        if self.combine not in COMBINES:
+            raise GcdbenchError(
+                f"asking policy: combine {self.combine!r} is not one of {', '.join(COMBINES)}."
+            )
 
     @property
     def filtering(self) -> bool:
         """Whether answers can be marked unusable (low-confidence or inconsistent)."""
-        return self.min_confidence is not None or self.orderings > 1
+        disagreeing = self.orderings > 1 and self.combine == AGREE and self.scoring != YES_NO
+        return self.min_confidence is not None or disagreeing
 
 
 @dataclass(frozen=True)
@@ -112,13 +142,19 @@ class Answer:
     """``value`` is the parsed answer (a 0-based option index for choice kinds), or None when
     nothing usable came back; ``status`` says why (see the constants above). A
     "low-confidence" answer keeps its value: methods that filter by confidence (GLEAN) test
-    :attr:`ok`, methods that do not may still read ``value``."""
+    :attr:`ok`, methods that do not may still read ``value``.
+
+    ``scores`` are a choice's per-option probabilities in the query's own option order
+    (summing to 1) where the asking gives them (``logprobs`` or ``yes-no`` scoring, or
+    ``average`` over option orders), else None: what calibration and a fusion with encoder
+    similarities read."""
 
     value: Any
     status: str = OK
     raw: str = ""
     confidence: float | None = None
     cached: bool = False
+    scores: tuple[float, ...] | None = None
 
     @property
     def ok(self) -> bool:

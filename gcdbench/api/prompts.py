@@ -10,7 +10,10 @@ change the text, bump the version.
 Two layouts put a choice question's sections in different orders: ``cache-friendly``
 (default: instructions, answer format, demonstrations, options, then the query last, so
 consecutive questions share the longest prefix and llama.cpp reuses its prefix cache) and
-``official`` (GLEAN's order: demonstrations, query, then the options).
+``official`` (GLEAN's order: demonstrations, query, then the options). A yes/no question
+about one option (answer mode ``yes-no``) puts the instructions, answer format,
+demonstrations and query first and the one option last, whatever the layout, so the n
+questions about a query's n options share everything but their last line.
 """
 
 from __future__ import annotations
@@ -27,11 +30,23 @@ from typing import Any
 from gcdbench.api.feedback import LAYOUTS
 from gcdbench.errors import GcdbenchError, UnknownNameError
 
-__all__ = ["CONFIDENCE", "LAYOUTS", "NUMBER", "PLAIN", "PromptTemplate", "load_template"]
+__all__ = [
+    "CONFIDENCE",
+    "LAYOUTS",
+    "NUMBER",
+    "PLAIN",
+    "YES_NO",
+    "YES_NO_SECTIONS",
+    "PromptTemplate",
+    "load_template",
+]
 
 #: How a choice is asked to be answered: the option's label, with a confidence, or a bare
 #: number (read from log-probabilities). Each is a template section (see query_kind).
-PLAIN, CONFIDENCE, NUMBER = "plain", "confidence", "number"
+#: ``yes-no`` asks about one option at a time (``yes_no_*`` sections).
+PLAIN, CONFIDENCE, NUMBER, YES_NO = "plain", "confidence", "number", "yes-no"
+#: The sections a template needs to ask yes/no questions about single options.
+YES_NO_SECTIONS = ("yes_no_instructions", "yes_no_answer", "yes_no_option")
 
 
 @dataclass(frozen=True)

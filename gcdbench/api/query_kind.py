@@ -37,6 +37,7 @@ from gcdbench.api.prompts import (
     CONFIDENCE,
     NUMBER,
     PLAIN,
+    YES_NO_SECTIONS,
     PromptTemplate,
     available_templates,
     context_block,
@@ -224,6 +225,8 @@ class ChoiceKind(QueryKind):
     #: a meta list with one entry per option (e.g. each option's pool id), checked for length
     option_meta: ClassVar[str | None] = None
     max_tokens = 50
+    #: the answers of a yes/no question about one option (first-token log-probabilities)
+    yes_no_labels: ClassVar[tuple[str, str]] = ("Yes", "No")
 
     def options(self, query: Query) -> list[str]:
         if self.options_field is None:
@@ -296,6 +299,43 @@ class ChoiceKind(QueryKind):
         if layout == "official":
             return self.messages(template, [head, *context, subject, options_block])
         return self.messages(template, [head, *context, options_block, subject])
+
+    def render_yes_no(
+        self, query: Query, template: PromptTemplate, option_index: int
+    ) -> tuple[ChatMessage, ...]:
+        """A yes/no question about option ``option_index`` alone: instructions and answer
+        format (``yes_no_instructions``, ``yes_no_answer``), context and subject first, the
+        one option (``yes_no_option``) last, so the questions about a query's options share
+        every token before it (llama.cpp's prefix cache) and no option has a position."""
+        self.require_yes_no(template)
+        p = query.payload
+        task = p.get("task", "intent")
+        head = "\n".join(
+            [
+                template.fill("yes_no_instructions", task=task),
+                *self.extra_instructions(query, template),
+                template.fill("yes_no_answer", task=task),
+            ]
+        )
+        subject = template.fill("subject", **self.subject(p))
+        option = template.fill("yes_no_option", text=self.options(query)[option_index], task=task)
+        return self.messages(template, [head, *self.body(p, template), subject, option])
+
+    def require_yes_no(self, template: PromptTemplate) -> None:
+        """One clear error when ``template`` cannot ask yes/no questions, naming the
+        versions of this kind's templates that can."""
+        missing = [s for s in YES_NO_SECTIONS if not template.has(s)]
+        if not missing:
+            return
+        able = [
+            v for v in self.templates() if all(self.template(v).has(s) for s in YES_NO_SECTIONS)
+        ]
+        fix = (
+            "use " + " or ".join(f"-p prompt_template={v}" for v in able)
+            if able
+            else f"add a {self.name} template version with {', '.join(YES_NO_SECTIONS)} sections"
+        )
+        raise GcdbenchError(f"template {template.id} has no {missing[0]!r} section; {fix}.")
 
     def subject(self, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Placeholders of the ``subject`` section: ``$query`` by default."""

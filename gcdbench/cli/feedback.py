@@ -163,27 +163,27 @@ def feedback_table(record: dict[str, Any]) -> Table:
         f"{record['llm']} on {bank['dataset']} (known {bank['known_ratio']}, seed "
         f"{bank['seed']}), bank {bank['bank_id'][:12]}"
     )
-    table = Table(title=title)
+    table = Table(title=title, padding=(0, 1))
+    # Short headers, so the table fits an 80-column terminal; docs/feedback-bank.md says
+    # what each is.
     for column in (
-        "kind", "N", "acc", "enc acc", "kept", "acc kept", "enc kept",
-        "with fallback", "enc", "gain", "ECE", "s/q",
+        "kind", "N", "kept", "acc kept", "enc kept", "+fallback", "enc all", "gain", "ECE",
+        "s/q",
     ):  # fmt: skip
         table.add_column(column, justify="left" if column == "kind" else "right")
     for kind, s in record["kinds"].items():
         if "accuracy" not in s:
             continue
         table.add_row(
-            kind,
+            kind.removeprefix("select-").removesuffix("-instance"),
             str(s["questions"]),
-            _pct(s["accuracy"]),
-            _pct(s["encoder_accuracy_answered"]),
             _pct(s["coverage_kept"]),
             _pct(s["accuracy_kept"]),
             _pct(s["encoder_accuracy_kept"]),
             _pct(s["accuracy_with_fallback"]),
             _pct(s["encoder_accuracy"]),
             "–" if s["gain"] is None else f"{100 * s['gain']:+.1f}",
-            "–" if s["ece"] is None else f"{s['ece']:.3f}",
-            f"{s['cost']['wall_s_per_question']:.2f}",
+            "–" if s["ece"] is None else f"{s['ece']:.2f}",
+            f"{s['cost']['wall_s_per_question']:.1f}",
         )
     return table

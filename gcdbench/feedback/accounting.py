@@ -64,7 +64,8 @@ class KindStats:
     logprob_fallbacks: int = 0  # logprobs asked for but not returned: the text was parsed
     parse_retries: int = 0  # unconstrained replies that did not parse, asked once more
     statuses: Counter[str] = field(default_factory=Counter)
-    positions: Counter[int] = field(default_factory=Counter)  # 1-based shown position
+    # 1-based shown position of each order's choice; none with yes-no scoring (no positions)
+    positions: Counter[int] = field(default_factory=Counter)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -1,9 +1,10 @@
 """The LLM feedback provider: render → ledger lookup → one batched backend call → parse.
 
-Per batch of queries: every query is rendered (k prompts with order consistency), the ledger
-answers what it already holds, and the misses go to the backend in one ``chat`` call (in
-slices when a dollar budget has to be checked between them). Answers that are not usable say
-why in ``Answer.status``; the run's record counts each status per kind.
+Per batch of queries: every query is rendered (k prompts in k option orders, or one yes/no
+prompt per option), the ledger answers what it already holds, and the misses go to the backend
+in one ``chat`` call (in slices when a dollar budget has to be checked between them). Each
+query's prompts are then combined into one answer as its asking policy says. Answers that are
+not usable say why in ``Answer.status``; the run's record counts each status per kind.
 """
 
 from __future__ import annotations
@@ -14,17 +15,20 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from gcdbench.api.feedback import (
+    AVERAGE,
     BUDGET_EXHAUSTED,
     ERROR,
     INCONSISTENT,
     LOW_CONFIDENCE,
     OK,
     PARSE_FAILURE,
+    YES_NO,
     Answer,
     FeedbackProvider,
     Query,
 )
 from gcdbench.api.progress import report_answers
+from gcdbench.api.prompts import CONFIDENCE
 from gcdbench.api.query_kind import ChoiceKind
 from gcdbench.errors import GcdbenchError
 from gcdbench.feedback.accounting import Budget, FeedbackStats
@@ -35,6 +39,9 @@ from gcdbench.feedback.asking import (
     decode,
     needs_retry,
     retry_ask,
+    shown_scores,
+    softmax,
+    yes_no_log_odds,
 )
 from gcdbench.feedback.ledger import Entry, Ledger, ledger_key
 from gcdbench.llm.api import Backend, ChatRequest, ChatResult
@@ -255,6 +262,9 @@ class LLMFeedbackProvider(FeedbackProvider):
         errors = [r.error for _, _, r in replies if r is not None and not r.ok]
         if errors:
             return Answer(None, ERROR, errors[0] or "", cached=cached)
+        kind = replies[0][0].kind
+        if isinstance(kind, ChoiceKind):
+            return self._choose(query, kind, replies, raw, cached)
         values: list[Any] = []
         confidences: list[float | None] = []
         for ask, _, result in replies:
@@ -262,22 +272,61 @@ class LLMFeedbackProvider(FeedbackProvider):
             stats.logprob_fallbacks += int(fell_back)
             if parsed.status != OK:
                 return Answer(None, PARSE_FAILURE, raw, cached=cached)
-            if ask.order is not None:
-                stats.positions[parsed.value + 1] += 1
-                values.append(ask.order[parsed.value])  # back to the query's own order
-            else:
-                values.append(parsed.value)
+            values.append(parsed.value)
             confidences.append(parsed.confidence)
         if any(v != values[0] for v in values[1:]):
             return Answer(None, INCONSISTENT, raw, cached=cached)
-        known = [c for c in confidences if c is not None]
-        confidence = min(known) if len(known) == len(confidences) else None
-        threshold = query.policy.min_confidence
-        kind = replies[0][0].kind
-        value = kind.value(values[0]) if isinstance(kind, ChoiceKind) else values[0]
-        if threshold is not None and (confidence is None or confidence < threshold):
-            return Answer(value, LOW_CONFIDENCE, raw, confidence, cached)
-        return Answer(value, OK, raw, confidence, cached)
+        return _thresholded(query, values[0], _least(confidences), raw, cached)
+
+    def _choose(
+        self,
+        query: Query,
+        kind: ChoiceKind,
+        replies: list[tuple[Ask, str, Any]],
+        raw: str,
+        cached: bool,
+    ) -> Answer:
+        """A choice from its prompts: one per option order (or one yes/no prompt per option),
+        each decoded and mapped back to the query's own option order, then combined as the
+        asking policy says."""
+        stats = self.stats.kind(query.kind)
+        n = len(kind.options(query))
+        if query.policy.scoring == YES_NO:
+            odds = [0.0] * n
+            for ask, _, result in replies:
+                stats.logprob_fallbacks += int(decode(ask, result.text, result.option_logprobs)[1])
+                log_odds = yes_no_log_odds(ask, result.option_logprobs)
+                if log_odds is None or ask.option is None:  # neither Yes nor No came back
+                    return Answer(None, PARSE_FAILURE, raw, cached=cached)
+                odds[ask.option] = log_odds
+            # One prompt per option, asked independently: P(option) ∝ exp(log-odds of Yes).
+            scores = softmax(odds)
+            best = _argmax(scores)
+            return _thresholded(query, kind.value(best), scores[best], raw, cached, scores)
+        values: list[int] = []
+        confidences: list[float | None] = []
+        distributions: list[list[float] | None] = []
+        for ask, _, result in replies:
+            parsed, fell_back = decode(ask, result.text, result.option_logprobs)
+            stats.logprob_fallbacks += int(fell_back)
+            if parsed.status != OK or ask.order is None:
+                return Answer(None, PARSE_FAILURE, raw, cached=cached)
+            stats.positions[parsed.value + 1] += 1
+            values.append(ask.order[parsed.value])  # back to the query's own order
+            confidences.append(parsed.confidence)
+            shown = shown_scores(ask, result.option_logprobs)
+            if shown is None and query.policy.combine == AVERAGE:
+                stated = parsed.confidence if ask.answer_mode == CONFIDENCE else None
+                shown = _one_hot(parsed.value, n, stated)
+            distributions.append(_in_query_order(shown, ask.order) if shown else None)
+        averaged = _mean(distributions)
+        if query.policy.combine == AVERAGE and averaged is not None:
+            best = _argmax(averaged)
+            return _thresholded(query, kind.value(best), averaged[best], raw, cached, averaged)
+        kept = tuple(averaged) if averaged is not None else None
+        if any(v != values[0] for v in values[1:]):
+            return Answer(None, INCONSISTENT, raw, cached=cached, scores=kept)
+        return _thresholded(query, kind.value(values[0]), _least(confidences), raw, cached, kept)
 
     def _offline_miss(
         self, asks: list[Ask], keys: list[str], stored: Mapping[str, Entry], n_queries: int
@@ -349,6 +398,57 @@ class _Arrivals:
             done += not pending
         if self.report:
             report_answers(done)
+
+
+def _thresholded(
+    query: Query,
+    value: Any,
+    confidence: float | None,
+    raw: str,
+    cached: bool,
+    scores: Sequence[float] | None = None,
+) -> Answer:
+    """The answer, "low-confidence" when the policy sets a threshold it does not reach."""
+    kept = tuple(scores) if scores is not None else None
+    threshold = query.policy.min_confidence
+    if threshold is not None and (confidence is None or confidence < threshold):
+        return Answer(value, LOW_CONFIDENCE, raw, confidence, cached, kept)
+    return Answer(value, OK, raw, confidence, cached, kept)
+
+
+def _least(confidences: Sequence[float | None]) -> float | None:
+    """The lowest of the prompts' confidences; None unless every prompt gave one."""
+    known = [c for c in confidences if c is not None]
+    return min(known) if known and len(known) == len(confidences) else None
+
+
+def _argmax(scores: Sequence[float]) -> int:
+    """The most probable option; ties go to the lowest index."""
+    return max(range(len(scores)), key=lambda i: (scores[i], -i))
+
+
+def _one_hot(chosen: int, n: int, confidence: float | None) -> list[float]:
+    """A generated choice as a distribution over shown positions: all mass on it, or its
+    stated confidence on it and the rest shared by the other options."""
+    if confidence is None or n == 1:
+        return [1.0 if i == chosen else 0.0 for i in range(n)]
+    rest = (1.0 - confidence) / (n - 1)
+    return [confidence if i == chosen else rest for i in range(n)]
+
+
+def _in_query_order(shown: Sequence[float], order: Sequence[int]) -> list[float]:
+    out = [0.0] * len(order)
+    for position, option in enumerate(order):
+        out[option] = shown[position]
+    return out
+
+
+def _mean(distributions: Sequence[Sequence[float] | None]) -> list[float] | None:
+    """The per-option mean over the orders; None unless every order gave a distribution."""
+    if not distributions or any(d is None for d in distributions):
+        return None
+    rows = [d for d in distributions if d is not None]
+    return [sum(column) / len(rows) for column in zip(*rows, strict=True)]
 
 
 def _chat(

@@ -37,8 +37,11 @@ from gcdbench.api import (
     registered,
     training,
 )
+from gcdbench.api.feedback import AVERAGE, COMBINES, SCORINGS
 from gcdbench.api.feedback_log import INSTANCE
 from gcdbench.api.toolkit import hungarian_mapping, l2_normalise
+from gcdbench_builtins import glean_kinds
+from gcdbench_builtins.glean import check_templates
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,19 @@ class LoopParams(training.RoundParams):
         "cache-friendly",
         choices=LAYOUTS,
         help="the neighbour prompt: options before the query (cache-friendly) or after",
+    )
+    answer_scoring: str = param(
+        "generate",
+        choices=SCORINGS,
+        help="choices from the reply, the option labels' log-probabilities, or yes/no per option",
+    )
+    order_combine: str = param(
+        "agree",
+        choices=COMBINES,
+        help="agree: ask once; average: ask in all |q| cyclic orders, average the probabilities",
+    )
+    prompt_template: str = param(
+        "", help="template of the neighbour question ('' = loop-v1; yes-no: glean-v2)"
     )
 
 
@@ -89,6 +105,8 @@ class Loop(Method):
 
     @classmethod
     def cross_check(cls, params: LoopParams, num_classes: int | None = None) -> None:
+        template = params.prompt_template or LOOP_TEMPLATE
+        check_templates(LOOP_CHOICES, template, params.answer_scoring)
         if params.variant == "official" and params.options != 2:
             raise GcdbenchError(
                 f"loop: options = {params.options}; the official Loop code asks between 2 "
@@ -120,6 +138,7 @@ class Loop(Method):
                 "training": trained.training,
                 "rounds": trained.rounds.rounds,
                 "loop": {"variant": params.variant, "options": params.options},
+                "asking": rounds.describe(),
             },
             feedback_log=rounds.asker.log if self.enabled("llm") else None,
         )
@@ -138,6 +157,12 @@ def _known_class_means(setup: training.TrainingSetup, task: GCDTask, head: Any) 
     )
 
 
+#: Loop's own wording of its neighbour question and of its naming question.
+LOOP_TEMPLATE = "loop-v1"
+#: The choice question Loop asks (the one its asking parameters shape).
+LOOP_CHOICES = (glean_kinds.SelectSimilarInstance(),)
+
+
 class LoopRounds:
     """The round hook: LIS, then one batch of neighbour questions."""
 
@@ -145,8 +170,19 @@ class LoopRounds:
         self.task, self.ctx, self.params = task, ctx, params
         self.miner = registered("miner", params.sampling)
         self.asker = training.Asker(task, ctx)
-        self.policy = AskingPolicy(template="loop-v1", layout=params.prompt_layout)
-        self.style = training.AskingStyle(policy=self.policy)
+        # Naming keeps Loop's own template and plain asking; the neighbour question is
+        # asked as the parameters say. Loop has no option-order parameter: averaging asks
+        # every cyclic order of the |q| candidates (|q| = 2: both orders).
+        self.policy = AskingPolicy(template=LOOP_TEMPLATE, layout=params.prompt_layout)
+        combine = params.order_combine
+        self.choice_policy = AskingPolicy(
+            orderings=params.options if combine == AVERAGE else 1,
+            layout=params.prompt_layout,
+            template=params.prompt_template or LOOP_TEMPLATE,
+            scoring=params.answer_scoring,
+            combine=combine,
+        )
+        self.style = training.AskingStyle(policy=self.choice_policy)
 
     def __call__(self, state: ClusterState, index: int, texts: Any) -> training.RoundPlan:
         rng = self.ctx.rng(f"loop-round-{index}")
@@ -177,6 +213,15 @@ class LoopRounds:
             INSTANCE: asked.summary(),
         }
         return training.RoundPlan(positives=asked.chosen(), info=info)
+
+    def describe(self) -> dict[str, Any]:
+        """How the neighbour question is asked (the run's ``diagnostics.asking``)."""
+        return {
+            "answer_scoring": self.choice_policy.scoring,
+            "order_combine": self.choice_policy.combine,
+            "orderings": self.choice_policy.orderings,
+            "prompt_template": self.choice_policy.template,
+        }
 
     def name_clusters(
         self, features: np.ndarray, assignments: np.ndarray, known_means: np.ndarray
