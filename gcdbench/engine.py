@@ -31,7 +31,7 @@ from pathlib import Path
 #: that ask can move); an unconstrained reply that does not parse is asked once more.
 ENGINE_VERSION = "3"
 #: sha256 of the engine sources at ENGINE_VERSION (see the module docstring).
-ENGINE_FINGERPRINT = "20cffdbebdda62d2d4e0abe46ef844d16c15bcf90bd8650bd4d25dfe90342a0c"
+ENGINE_FINGERPRINT = "91f630728ff3b9c8487d0d6be9cd6765b046680a07c196576c665115e62914c4"
 
 PACKAGE = Path(__file__).resolve().parent
 #: The result-shaping code, relative to the package: folders (every .py and .txt inside)

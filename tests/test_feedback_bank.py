@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from gcdbench import registry
 from gcdbench.api.feedback import NO_CORRECT_OPTION, OK, Answer
 from gcdbench.cli import cli
+from gcdbench.data.split import build_task, make_split
 from gcdbench.errors import GcdbenchError
 from gcdbench.feedback.bank import CATEGORY, INSTANCE, Bank, BankQuestion
 from gcdbench.feedback.bank_eval import ece, score_kind
@@ -104,6 +105,22 @@ def test_a_noisy_oracle_scores_lower_under_its_own_id(root, tiny_bert, results):
     assert any(a is not None and a < 1.0 for a in accuracies)
 
 
+def test_fusion_with_the_oracle_follows_it(root, tiny_bert, tmp_path):  # noqa: F811
+    """Fitted on labeled questions, the fusion learns to trust a provider that is always
+    right, and is never below the encoder on the bank."""
+    outcome = _eval(root, tiny_bert, tmp_path, "--llm", "oracle", "--fusion")
+    assert outcome.exit_code == 0, outcome.output
+    (path,) = (tmp_path / "feedback").glob("*/*/record.json")
+    record = json.loads(path.read_text())
+    assert record["fusion"] is True and record["calibration_bank"]["bank_id"]
+    for kind in (INSTANCE, CATEGORY):
+        fused = record["kinds"][kind]["fusion"]
+        if fused["fused_accuracy"] is None:
+            continue  # the slice's calibration questions taught nothing for this kind
+        assert fused["coefficients"]["provider_probability"] > 0
+        assert fused["fused_accuracy"] >= fused["encoder_accuracy"]
+
+
 def test_a_stored_evaluation_is_not_asked_again(root, tiny_bert, results):  # noqa: F811
     outcome = _eval(root, tiny_bert, results, "--llm", "oracle")
     assert outcome.exit_code == 0
@@ -120,21 +137,35 @@ def test_a_stored_evaluation_is_not_asked_again(root, tiny_bert, results):  # no
 def test_the_bank_is_the_same_built_cold_or_read_warm(root, tiny_bert):  # noqa: F811
     params = BankParams.for_preset("smoke", 6)
     kwargs = {"encoder": str(tiny_bert), "params": params, "data_dir": str(root)}
-    first, _ = build_bank(SLICE, 0.5, 1, **kwargs)
-    path = bank_path(dict(first.source))
+    first = build_bank(SLICE, 0.5, 1, **kwargs, calibration=True)
+    path = bank_path(dict(first.bank.source))
     assert path.is_file()
-    warm, _ = build_bank(SLICE, 0.5, 1, **kwargs)
+    warm = build_bank(SLICE, 0.5, 1, **kwargs, calibration=True)
     path.unlink()
-    cold, _ = build_bank(SLICE, 0.5, 1, **kwargs)
-    assert first.bank_id == warm.bank_id == cold.bank_id
-    assert first.to_dict() == cold.to_dict()
+    cold = build_bank(SLICE, 0.5, 1, **kwargs, calibration=True)
+    assert first.bank.bank_id == warm.bank.bank_id == cold.bank.bank_id
+    assert first.bank.to_dict() == cold.bank.to_dict()
+    assert first.calibration is not None and cold.calibration is not None
+    assert first.calibration.to_dict() == cold.calibration.to_dict()
+    assert first.calibration.bank_id != first.bank.bank_id
+    # Calibration questions are about labeled texts only, judged by their labels.
+    definition = registry.get("dataset", SLICE)
+    parts = definition.load(root / SLICE)
+    split = make_split(parts, known_ratio=0.5, labeled_ratio=0.1, seed=1)
+    task, _ = build_task(parts, split)
+    instance = cold.calibration.questions[INSTANCE]
+    assert instance
+    for q in instance:
+        assert q.anchor < task.num_labeled and max(q.options) < task.num_labeled
+        same = [i for i, o in enumerate(q.options) if task.labeled_y[o] == task.labeled_y[q.anchor]]
+        assert list(q.correct) == same
     # Another seed is another split, so another bank.
-    other, _ = build_bank(SLICE, 0.5, 2, **kwargs)
-    assert other.bank_id != first.bank_id
+    other = build_bank(SLICE, 0.5, 2, **kwargs)
+    assert other.bank.bank_id != first.bank.bank_id
 
 
 def test_an_edited_bank_is_refused(root, tiny_bert, tmp_path):  # noqa: F811
-    bank, _ = build_bank(
+    built = build_bank(
         SLICE,
         0.5,
         1,
@@ -142,7 +173,7 @@ def test_an_edited_bank_is_refused(root, tiny_bert, tmp_path):  # noqa: F811
         params=BankParams.for_preset("smoke", 6),
         data_dir=str(root),
     )
-    data = bank.to_dict()
+    data = built.bank.to_dict()
     data["questions"][INSTANCE][0]["correct"] = [0, 1, 2]
     path = tmp_path / "bank.json"
     path.write_text(json.dumps(data))

@@ -10,7 +10,6 @@ asked, loss terms, demonstrations, filters), never how good the clusters are.
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -21,13 +20,11 @@ import torch
 from click.testing import CliRunner
 from threadpoolctl import threadpool_limits
 
-from gcdbench import hookimpl, registry
-from gcdbench.api.dataset import DatasetDefinition
+from gcdbench import registry
 from gcdbench.api.feedback import LOW_CONFIDENCE, OK, PARSE_FAILURE, Answer, AskingPolicy, Query
 from gcdbench.api.feedback_log import CATEGORY, INSTANCE
 from gcdbench.api.spec import RunSpec
 from gcdbench.cli import cli
-from gcdbench.data.readers import read_gcd_tsv
 from gcdbench.data.split import build_task, make_split
 from gcdbench.feedback import prompts
 from gcdbench.feedback.asking import LLMOptions, build_asks
@@ -38,11 +35,11 @@ from gcdbench.testing import check_method, tiny_task
 from gcdbench.training.questions import CHARACTERIZE, AskingStyle, usable
 from gcdbench_builtins.glean import Glean, GleanRounds
 from gcdbench_builtins.loop import Loop
+from tests.banking_slices import SlicePlugin, write_slices
 from tests.training_fixtures import tiny_bert  # noqa: F401  (fixture)
 
 #: slice name -> number of BANKING classes it keeps (the first ones, in sorted order)
 SLICES = {"banking-slice6": 6, "banking-slice4": 4}
-PER_CLASS = {"train": 24, "dev": 4, "test": 8}
 SLICE = "banking-slice6"
 KNOWN = 3  # known classes of SLICE at --known-ratio 0.5
 GLEAN_COMPONENTS = ["instance-instance", "cluster-instance", "demo", "filter", "quality"]
@@ -60,40 +57,12 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-class _SlicePlugin:
-    @hookimpl
-    def register_datasets(self, register):
-        for name, k in SLICES.items():
-            register(
-                DatasetDefinition(name, f"first {k} BANKING classes (test slice)", "gcd-tsv", (), k)
-            )
-
-
-def _write_slice(source: Path, target: Path, classes: set[str]) -> None:
-    target.mkdir(parents=True)
-    for part, per_class in PER_CLASS.items():
-        texts, labels = read_gcd_tsv(source / f"{part}.tsv")
-        taken: dict[str, int] = {}
-        rows = []
-        for text, label in zip(texts, labels, strict=True):
-            if label in classes and taken.get(label, 0) < per_class:
-                taken[label] = taken.get(label, 0) + 1
-                rows.append((text, label))
-        with open(target / f"{part}.tsv", "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle, delimiter="\t")
-            writer.writerow(["text", "label"])
-            writer.writerows(rows)
-
-
 @pytest.fixture(scope="module")
 def slices(shared_data, tmp_path_factory) -> Path:
     """A data root holding the BANKING slices, registered while this module runs."""
     root = tmp_path_factory.mktemp("banking-slices")
-    _, labels = read_gcd_tsv(shared_data / "banking" / "train.tsv")
-    ordered = sorted(set(labels))
-    for name, k in SLICES.items():
-        _write_slice(shared_data / "banking", root / name, set(ordered[:k]))
-    registry.register_plugin(_SlicePlugin(), "test-banking-slices")
+    write_slices(shared_data, root, SLICES)
+    registry.register_plugin(SlicePlugin(SLICES), "test-banking-slices")
     yield root
     registry.unregister_plugin("test-banking-slices")
 

@@ -63,6 +63,12 @@ def feedback() -> None:
     show_default=True,
     help="Who writes the category options: the provider under test, or the clusters' texts.",
 )
+@click.option(
+    "--fusion",
+    is_flag=True,
+    help="Also ask the calibration questions (labeled texts) and score the provider's "
+    "answers fused with the encoder's similarities.",
+)
 @click.option("--size", type=int, default=100, show_default=True, help="Questions per kind.")
 @click.option("--encoder", default=None, help="Encoder the questions are mined with.")
 @click.option(
@@ -87,6 +93,7 @@ def eval_(
     ask_pairs: tuple[str, ...],
     kinds: tuple[str, ...],
     describer: str,
+    fusion: bool,
     size: int,
     encoder: str | None,
     preset: str,
@@ -104,9 +111,9 @@ def eval_(
     # Everything the user typed is checked before the bank is built or anything is asked.
     canonical = resolve_llm(llm_spec, option_pairs(llm_options))
     policy = policy_from_pairs(parse_params(ask_pairs, "--ask"), GLEAN_POLICY)
-    request = EvalRequest(canonical, policy, tuple(kinds) or KINDS, describer)
+    request = EvalRequest(canonical, policy, tuple(kinds) or KINDS, describer, fusion)
     reporter = make_reporter(quiet)
-    bank, gold = build_bank(
+    built = build_bank(
         dataset,
         known_ratio,
         seed,
@@ -115,12 +122,29 @@ def eval_(
         params=BankParams.for_preset(preset, size),
         data_dir=data_dir,
         reporter=reporter,
+        calibration=fusion,
     )
-    env = FeedbackEnv(seed=seed, gold=gold, ledger_path=Path(ledger) if ledger else None)
+    env = FeedbackEnv(seed=seed, gold=built.gold, ledger_path=Path(ledger) if ledger else None)
     root = paths.results_dir(results_dir)
-    path, written = evaluate(bank, request, env, root, force=force, reporter=reporter)
+    path, written = evaluate(
+        built.bank,
+        request,
+        env,
+        root,
+        force=force,
+        reporter=reporter,
+        calibration=built.calibration,
+    )
     record = json.loads(path.read_text(encoding="utf-8"))
     console.print(feedback_table(record))
+    for kind, scores in record["kinds"].items():
+        fused = scores.get("fusion")
+        if fused and fused["fused_accuracy"] is not None:
+            console.print(
+                f"{kind} fused with the encoder (fitted on {fused['calibration_questions']} "
+                f"labeled questions): {_pct(fused['fused_accuracy'])} against the encoder's "
+                f"{_pct(fused['encoder_accuracy'])} ({100 * fused['gain']:+.1f})"
+            )
     console.print(f"{'wrote' if written else 'already stored (--force re-asks)'}: {path}")
 
 

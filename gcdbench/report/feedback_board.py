@@ -14,7 +14,7 @@ from typing import Any
 MARKER = "<!-- gcdbench feedback leaderboard -->"
 COLUMNS = (
     "provider", "asking policy", "N", "acc", "kept", "acc kept", "enc kept",
-    "with fallback", "gain", "ECE", "s/question", "$/question",
+    "with fallback", "gain", "fused gain", "ECE", "s/question", "$/question",
 )  # fmt: skip
 
 
@@ -38,6 +38,12 @@ def _pct(value: Any) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
 
+def _fused(fusion: Mapping[str, Any] | None) -> str:
+    if not fusion or fusion.get("gain") is None:
+        return "–"
+    return f"{100 * fusion['gain']:+.1f}"
+
+
 def feedback_markdown(records: Iterable[Mapping[str, Any]]) -> str:
     groups: dict[tuple[str, float, int, str], list[Mapping[str, Any]]] = {}
     for record in records:
@@ -50,7 +56,8 @@ def feedback_markdown(records: Iterable[Mapping[str, Any]]) -> str:
     lines.append(
         "Providers on fixed question banks (`gcdbench feedback eval`; docs/feedback-bank.md). "
         "*gain*: accuracy with the encoder's choice where no answer was kept, minus the "
-        "encoder's alone, in points."
+        "encoder's alone, in points; *fused gain*: the same for the answers fused with the "
+        "encoder's similarities (`--fusion`), every question answered."
     )
     for (dataset, ratio, seed, kind), rows in sorted(groups.items()):
         first = rows[0]["kinds"][kind]
@@ -82,6 +89,7 @@ def feedback_markdown(records: Iterable[Mapping[str, Any]]) -> str:
                         _pct(s["encoder_accuracy_kept"]),
                         _pct(s["accuracy_with_fallback"]),
                         "–" if s["gain"] is None else f"{100 * s['gain']:+.1f}",
+                        _fused(s.get("fusion")),
                         "–" if s["ece"] is None else f"{s['ece']:.3f}",
                         f"{cost['wall_s_per_question']:.2f}",
                         "–" if usd is None else f"{usd:.6f}",

@@ -6,7 +6,13 @@ true K, the DEC target p and its entropy → the ``size`` most uncertain pool te
 its top ⌊category_ratio·K⌋ clusters (category), with GLEAN's cpu-preset values.
 
 Only this module reads gold labels while building: each question's right options (the
-kind's own rule, gcdbench/api/query_kind.py) are stored with it. Banks are cached under
+kind's own rule, gcdbench/api/query_kind.py) are stored with it.
+
+A second, *calibration* bank is mined from the same state for fusing a provider's answers
+with the encoder's (gcdbench/feedback/fusion.py): its anchors are labeled known-class texts
+and its options too (instance) or clusters judged by their labeled members (category), so
+whether an answer is right is known from the labels a method holds — no gold label of an
+unlabeled text is read to build it. Banks are cached under
 ``<cache>/banks/`` keyed by everything that shapes them, and a build is deterministic (one
 generator per stage from the seed), so the cache only saves time.
 """
@@ -36,6 +42,15 @@ from gcdbench.feedback.bank import BANK_FORMAT, CATEGORY, INSTANCE, Bank, BankQu
 from gcdbench.feedback.kinds import get_kind
 from gcdbench.runner.context import Reporter, build_context
 from gcdbench.runner.run import download_reporter
+
+
+@dataclass(frozen=True)
+class BankBuild:
+    """A bank, its calibration bank (mined only when asked for) and the split's gold."""
+
+    bank: Bank
+    gold: Gold
+    calibration: Bank | None = None
 
 
 @dataclass(frozen=True)
@@ -89,9 +104,11 @@ def build_bank(
     data_dir: str | None = None,
     download: bool = True,
     reporter: Reporter | None = None,
-) -> tuple[Bank, Gold]:
-    """The bank for (dataset, split, encoder, params), from the cache or built now, and the
-    split's gold labels (for an oracle under test; the bank already holds each answer)."""
+    calibration: bool = False,
+) -> BankBuild:
+    """The bank for (dataset, split, encoder, params), from the cache or built now, with the
+    split's gold labels (for an oracle under test; the bank already holds each answer) and,
+    when ``calibration`` is set, the calibration bank."""
     reporter = reporter or Reporter()
     params = params or BankParams()
     encoder = encoder or DEFAULT_ENCODER
@@ -122,16 +139,23 @@ def build_bank(
         "state": "mtp-pretrained (GLEAN's first round)",
     }
     path = bank_path(source)
+    calibration_path = bank_path(calibration_source(source))
     task, gold = build_task(parts, split, task_word=definition.task)
-    if path.is_file():
+    if path.is_file() and (not calibration or calibration_path.is_file()):
         bank = Bank.load(path)
         reporter.message(f"feedback bank {bank.bank_id[:12]} from the cache ({path})")
-        return bank, gold
+        extra = Bank.load(calibration_path) if calibration else None
+        return BankBuild(bank, gold, extra)
     with reporter.stage("build bank"):
-        bank = _mine(task, gold, source, params, encoder, reporter)
+        bank, extra = _mine(task, gold, source, params, encoder, reporter)
     bank.save(path)
+    extra.save(calibration_path)
     reporter.message(f"feedback bank {bank.bank_id[:12]} built and saved ({path})")
-    return bank, gold
+    return BankBuild(bank, gold, extra if calibration else None)
+
+
+def calibration_source(source: dict[str, Any]) -> dict[str, Any]:
+    return {**source, "anchors": "labeled known-class texts (calibration)"}
 
 
 def bank_path(source: dict[str, Any]) -> Path:
@@ -146,7 +170,7 @@ def _mine(
     params: BankParams,
     encoder: str,
     reporter: Reporter,
-) -> Bank:
+) -> tuple[Bank, Bank]:
     # The engine (torch, scikit-learn) loads here, not when the CLI imports this module.
     from gcdbench.api import training
     from gcdbench.training.params import RoundParams, presets_for, resolve_topk
@@ -200,13 +224,7 @@ def _mine(
             meta = {"anchor": anchor, "option_members": [members[c].tolist() for c in row]}
         probe = Query(kind, {"query": "", "options": [""] * len(row)}, meta)
         correct = get_kind(kind).correct_options(probe, view)  # type: ignore[attr-defined]
-        return BankQuestion(
-            anchor,
-            tuple(int(o) for o in row),
-            tuple(int(c) for c in correct),
-            int(np.argmax(scores)),
-            tuple(float(s) for s in scores),
-        )
+        return _question(anchor, row.tolist(), list(correct), scores)
 
     questions = {
         INSTANCE: tuple(
@@ -219,20 +237,87 @@ def _mine(
         ),
     }
     reps = training.representatives(state, params.representatives)
-    return Bank(
-        source=source,
-        texts=tuple(task.train.texts),
-        task=task.task_word,
-        known_names=tuple(task.known_class_names),
-        demonstrations={
+    shared: dict[str, Any] = {
+        "texts": tuple(task.train.texts),
+        "task": task.task_word,
+        "known_names": tuple(task.known_class_names),
+        "demonstrations": {
             INSTANCE: tuple(training.known_class_demonstrations(task, params.demos_per_class)),
             CATEGORY: tuple(
                 training.known_class_demonstrations(task, params.category_demos_per_class)
             ),
         },
-        questions=questions,
-        members=tuple(tuple(int(i) for i in m) for m in members),
-        representatives=tuple(tuple(int(i) for i in r) for r in reps),
+        "members": tuple(tuple(int(i) for i in m) for m in members),
+        "representatives": tuple(tuple(int(i) for i in r) for r in reps),
+    }
+    calibration = _calibration(task, state, features, params, members, ctx.rng("calibration"))
+    return (
+        Bank(source=source, questions=questions, **shared),
+        Bank(source=calibration_source(source), questions=calibration, **shared),
+    )
+
+
+def _calibration(
+    task: GCDTask,
+    state: Any,
+    features: np.ndarray,
+    params: BankParams,
+    members: list[np.ndarray],
+    rng: np.random.Generator,
+) -> dict[str, tuple[BankQuestion, ...]]:
+    """Questions about labeled texts only: the most uncertain labeled anchors; as instance
+    options, one labeled member of each of the anchor's top clusters that has one (the
+    anchor excluded); as category options its top clusters, right when the majority of a
+    cluster's labeled members has the anchor's label. Right options come from
+    ``task.labeled_y``, which every method holds."""
+    from gcdbench.api import training
+
+    labeled_y = np.asarray(task.labeled_y)
+    n_labeled = task.num_labeled
+    order = np.argsort(-np.asarray(state.entropy)[:n_labeled], kind="stable")
+    anchors = order[: params.size].astype(np.int64)
+    num_clusters = state.soft.shape[1]
+    labeled_members = [m[m < n_labeled] for m in members]
+    majority = [int(np.bincount(labeled_y[m]).argmax()) if len(m) else -1 for m in labeled_members]
+    ranked = training.top_clusters(state.soft[anchors], num_clusters)
+    instance: list[BankQuestion] = []
+    for anchor, clusters in zip(anchors, ranked, strict=True):
+        options: list[int] = []
+        for c in clusters:
+            pool = labeled_members[c][labeled_members[c] != anchor]
+            if len(pool):
+                options.append(int(pool[rng.integers(len(pool))]))
+            if len(options) == params.options:
+                break
+        if len(options) < 2:
+            continue  # a choice needs two options
+        scores = _cosines(features[[anchor]], features[np.asarray(options)][None])[0]
+        correct = [i for i, o in enumerate(options) if labeled_y[o] == labeled_y[anchor]]
+        instance.append(_question(int(anchor), options, correct, scores))
+    category = training.category_candidates(state, anchors, params.category_ratio)
+    centers = np.asarray(state.centers)
+    category_scores = _cosines(features[anchors], centers[category])
+    categories = tuple(
+        _question(
+            int(a),
+            row.tolist(),
+            [i for i, c in enumerate(row) if majority[c] == labeled_y[a]],
+            s,
+        )
+        for a, row, s in zip(anchors, category, category_scores, strict=True)
+    )
+    return {INSTANCE: tuple(instance), CATEGORY: categories}
+
+
+def _question(
+    anchor: int, options: list[int], correct: list[int], scores: np.ndarray
+) -> BankQuestion:
+    return BankQuestion(
+        anchor,
+        tuple(int(o) for o in options),
+        tuple(int(c) for c in correct),
+        int(np.argmax(scores)),
+        tuple(float(s) for s in scores),
     )
 
 

@@ -29,6 +29,7 @@ from gcdbench.api.spec import canonical_json
 from gcdbench.errors import GcdbenchError
 from gcdbench.feedback.bank import KINDS, Bank
 from gcdbench.feedback.bank_eval import DESCRIBERS, descriptions, kind_queries, score_kind
+from gcdbench.feedback.fusion import score_fusion
 from gcdbench.feedback.resolve import open_feedback
 from gcdbench.runner import provenance
 from gcdbench.runner.context import Reporter
@@ -46,6 +47,7 @@ class EvalRequest:
     policy: AskingPolicy
     kinds: tuple[str, ...] = KINDS
     describer: str = "provider"
+    fusion: bool = False  # also ask the calibration bank and fuse with the encoder
 
     def __post_init__(self) -> None:
         if self.describer not in DESCRIBERS:
@@ -60,16 +62,21 @@ class EvalRequest:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "llm": self.llm,
             "policy": dataclasses.asdict(self.policy),
             "kinds": list(self.kinds),
             "describer": self.describer,
         }
+        if self.fusion:  # only when on, so evaluations without it keep their ids
+            out["fusion"] = True
+        return out
 
 
-def eval_id(bank: Bank, request: EvalRequest) -> str:
+def eval_id(bank: Bank, request: EvalRequest, calibration: Bank | None = None) -> str:
     content = {"version": EVAL_VERSION, "bank": bank.bank_id, **request.to_dict()}
+    if calibration is not None:
+        content["calibration_bank"] = calibration.bank_id
     return hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()
 
 
@@ -85,11 +92,16 @@ def evaluate(
     *,
     force: bool = False,
     reporter: Reporter | None = None,
+    calibration: Bank | None = None,
 ) -> tuple[Path, bool]:
     """Ask ``bank``'s questions as ``request`` says and write the record; returns its path
-    and whether it was written now (False: an identical evaluation was already stored)."""
+    and whether it was written now (False: an identical evaluation was already stored).
+    With ``request.fusion`` the ``calibration`` bank's questions are asked too."""
     reporter = reporter or Reporter()
-    identity = eval_id(bank, request)
+    if request.fusion and calibration is None:
+        raise GcdbenchError("fusion needs the calibration bank; build it with the bank.")
+    calibration = calibration if request.fusion else None
+    identity = eval_id(bank, request, calibration)
     folder = eval_dir(results_dir, bank, identity)
     if (folder / RECORD).is_file() and not force:
         return folder / RECORD, False
@@ -99,6 +111,7 @@ def evaluate(
     provider = open_feedback(request.llm, env)
     walls: dict[str, float] = {}
     answers: dict[str, list[Answer]] = {}
+    calibrated: dict[str, list[Answer]] = {}
     try:
         described: list[str] = []
         if "select-category" in request.kinds:
@@ -115,6 +128,13 @@ def evaluate(
                 t = time.perf_counter()
                 answers[kind] = list(provider.answer(queries))
                 walls[kind] = time.perf_counter() - t
+            if calibration is not None:
+                extra = kind_queries(calibration, kind, request.policy, described)
+                with (
+                    reporter.stage(f"ask {kind} (calibration)"),
+                    tally_questions(reporter, kind, len(extra)),
+                ):
+                    calibrated[kind] = list(provider.answer(extra))
         described_by = provider.describe()
     finally:
         provider.close()
@@ -124,6 +144,11 @@ def evaluate(
         kind_stats = stats.get(kind, {})
         scored = score_kind(bank.questions[kind], answers[kind], kind_stats.get("chosen_positions"))
         scored["cost"] = _cost(kind_stats, len(answers[kind]), walls[kind])
+        if calibration is not None:
+            scored["fusion"] = score_fusion(
+                (calibration.questions[kind], calibrated[kind]),
+                (bank.questions[kind], answers[kind]),
+            )
         kinds[kind] = scored
     if "characterize-cluster" in walls:
         kinds["characterize-cluster"] = {
@@ -139,6 +164,7 @@ def evaluate(
         "eval_version": EVAL_VERSION,
         "bank": bank.summary(),
         "bank_source": dict(bank.source),
+        "calibration_bank": calibration.summary() if calibration is not None else None,
         **request.to_dict(),
         "kinds": kinds,
         "provider": described_by,
