@@ -221,7 +221,38 @@ def test_llamacpp_option_label_logprobs(smollm2):
     assert result.ok and result.option_logprobs
     assert set(result.option_logprobs) <= {"A", "B"}
     assert all(isinstance(v, float) and v <= 0 for v in result.option_logprobs.values())
-    assert smollm2.describe()["logits_all"] is True  # switched on because a request asked
+    # One forward pass over the prompt: no per-token logits kept (logits_all stays off).
+    assert smollm2.describe()["logits_all"] is False
+    assert result.extra["finish_reason"] == "logits"
+
+
+def test_llamacpp_one_pass_label_logprobs_match_llama_cpps_own(smollm2, monkeypatch):
+    """The one-pass route reads the same numbers llama.cpp's logits_all route reports, and
+    a second prompt sharing the first's prefix reuses the cache without changing them."""
+    from gcdbench.llm import llamacpp
+
+    labels = ("1", "2", "3")
+    requests = [
+        ChatRequest(
+            user(f"Pick 1 (card), 2 (top up) or 3 (exchange) for: {query}. Number only."),
+            max_tokens=1,
+            option_labels=labels,
+        )
+        for query in ("my card was declined", "top up by transfer", "the euro rate")
+    ]
+    one_pass = smollm2.chat(requests)
+    assert [r.extra["cached_prompt_tokens"] for r in one_pass][1:] != [0, 0]
+    own = llamacpp.LlamaCppBackend(smollm2.gguf, n_ctx=smollm2.n_ctx, logprobs="on")
+    monkeypatch.setattr(llamacpp, "_template_formatter", lambda llama: None)
+    try:
+        reference = own.chat(requests)
+    finally:
+        own.close()
+    for mine, theirs in zip(one_pass, reference, strict=True):
+        assert set(theirs.option_logprobs) <= set(mine.option_logprobs)
+        for label, value in theirs.option_logprobs.items():
+            # float32 logits from batches of another shape: equal to a few thousandths
+            assert mine.option_logprobs[label] == pytest.approx(value, abs=5e-3)
 
 
 def test_llamacpp_json_schema(smollm2):
