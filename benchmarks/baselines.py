@@ -8,7 +8,8 @@ the published rows and the no-LLM control, from run records alone.
 record's peak memory is that run's own (a process running several seeds would report the
 largest so far); finished runs are skipped by gcdbench itself. ``report`` prints, per feedback
 provider, one row per method: ACC / ARI / NMI, known- and novel-class ACC and H-score as
-mean ± sample std over the seeds found, the mean wall time, the largest peak RSS, and the
+mean ± sample std over the seeds found, the fastest and slowest wall time (runs that shared the
+machine are slower), the largest peak RSS, and the
 LLM questions asked; then the published rows for the same dataset and known ratio from
 gcdbench/report/references.json.
 """
@@ -85,7 +86,7 @@ def method_rows(records: Sequence[ResultRecord]) -> list[str]:
     for record in records:
         groups[record.spec.label].append(record)
     lines = [
-        "| method | seeds | ACC | ARI | NMI | K-ACC | N-ACC | H | wall (s, mean) | "
+        "| method | seeds | ACC | ARI | NMI | K-ACC | N-ACC | H | wall (s, min–max) | "
         "peak RSS (MB, max) | questions (mean) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -95,11 +96,12 @@ def method_rows(records: Sequence[ResultRecord]) -> list[str]:
         walls = [r.provenance.get("durations_s", {}).get("total") for r in group]
         peaks = [r.provenance.get("peak_rss_mb") for r in group]
         cells = [mean_std([r.metrics.get(m) for r in group], one_seed="") for m in METRICS]
-        wall = statistics.mean(w for w in walls if w is not None) if any(walls) else None
+        known = [w for w in walls if w is not None]
+        wall = f"{min(known):.0f}–{max(known):.0f}" if known else None
         peak = max((p for p in peaks if p is not None), default=None)
         lines.append(
             f"| {label} | {','.join(str(r.spec.seed) for r in group)} | {' | '.join(cells)} | "
-            f"{EMPTY if wall is None else f'{wall:.0f}'} | "
+            f"{EMPTY if wall is None else wall} | "
             f"{EMPTY if peak is None else f'{peak:.0f}'} | "
             f"{statistics.mean(_questions(r) for r in group):.0f} |"
         )
