@@ -25,6 +25,11 @@ def _pct(value: Any) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
 
+def _provider(spec: str) -> str:
+    """A short name: a simulated provider with its accuracy, a backend without its model."""
+    return spec if spec.startswith("noisy-oracle") else spec.split(":")[0]
+
+
 def rows(records: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     out = []
     for record in records:
@@ -34,7 +39,7 @@ def rows(records: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
         fusion = scores.get("fusion") or {}
         out.append(
             {
-                "label": f"{record['llm'].split(':')[0]}: "
+                "label": f"{_provider(record['llm'])}: "
                 f"{policy_text(record['policy'], record['describer'])}"
                 + (" + fusion" if record.get("fusion") else ""),
                 "accuracy": scores["accuracy"],
