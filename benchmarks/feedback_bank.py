@@ -15,14 +15,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from gcdbench.report.feedback_board import policy_text
+from gcdbench.report.feedback_board import pct, policy_text
 from gcdbench.runner.feedback_eval import eval_records
 
 KINDS = ("select-similar-instance", "select-category")
-
-
-def _pct(value: Any) -> str:
-    return "–" if value is None else f"{100 * value:.1f}"
 
 
 def _provider(spec: str) -> str:
@@ -75,9 +71,9 @@ def markdown(records: list[dict[str, Any]]) -> str:
             ece = "–" if r["ece"] is None else f"{r['ece']:.2f}"
             where = "–" if top is None else f"{top[0]} ({100 * top[1]:.0f}%)"
             lines.append(
-                f"| {r['label']} | {_pct(r['accuracy'])} | {_pct(r['encoder'])} | "
-                f"{_pct(r['kept'])} | {_pct(r['with_fallback'])} | {_pct(r['encoder_all'])} | "
-                f"{100 * r['gain']:+.1f} | {_pct(r['fused'])} | "
+                f"| {r['label']} | {pct(r['accuracy'])} | {pct(r['encoder'])} | "
+                f"{pct(r['kept'])} | {pct(r['with_fallback'])} | {pct(r['encoder_all'])} | "
+                f"{100 * r['gain']:+.1f} | {pct(r['fused'])} | "
                 f"{fused_gain} | {ece} | {where} | "
                 f"{r['seconds']:.2f} | {r['requests']:.1f} |"
             )

@@ -21,6 +21,7 @@ from gcdbench.errors import GcdbenchError
 from gcdbench.feedback.bank import KINDS
 from gcdbench.feedback.bank_eval import DESCRIBERS
 from gcdbench.feedback.resolve import option_pairs, resolve_llm
+from gcdbench.report.feedback_board import pct
 
 #: GLEAN's default asking policy (its cpu preset): two option orders, confidence 0.8.
 GLEAN_POLICY = AskingPolicy(orderings=2, min_confidence=0.8)
@@ -142,8 +143,8 @@ def eval_(
         if fused and fused["fused_accuracy"] is not None:
             console.print(
                 f"{kind} fused with the encoder (fitted on {fused['calibration_questions']} "
-                f"labeled questions): {_pct(fused['fused_accuracy'])} against the encoder's "
-                f"{_pct(fused['encoder_accuracy'])} ({100 * fused['gain']:+.1f})"
+                f"labeled questions): {pct(fused['fused_accuracy'])} against the encoder's "
+                f"{pct(fused['encoder_accuracy'])} ({100 * fused['gain']:+.1f})"
             )
     console.print(f"{'wrote' if written else 'already stored (--force re-asks)'}: {path}")
 
@@ -177,10 +178,6 @@ def _declared_type(declared: str) -> type:
     return str
 
 
-def _pct(value: Any) -> str:
-    return "–" if value is None else f"{100 * value:.1f}"
-
-
 def feedback_table(record: dict[str, Any]) -> Table:
     bank = record["bank"]
     title = (
@@ -201,11 +198,11 @@ def feedback_table(record: dict[str, Any]) -> Table:
         table.add_row(
             kind.removeprefix("select-").removesuffix("-instance"),
             str(s["questions"]),
-            _pct(s["coverage_kept"]),
-            _pct(s["accuracy_kept"]),
-            _pct(s["encoder_accuracy_kept"]),
-            _pct(s["accuracy_with_fallback"]),
-            _pct(s["encoder_accuracy"]),
+            pct(s["coverage_kept"]),
+            pct(s["accuracy_kept"]),
+            pct(s["encoder_accuracy_kept"]),
+            pct(s["accuracy_with_fallback"]),
+            pct(s["encoder_accuracy"]),
             "–" if s["gain"] is None else f"{100 * s['gain']:+.1f}",
             "–" if s["ece"] is None else f"{s['ece']:.2f}",
             f"{s['cost']['wall_s_per_question']:.1f}",

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gcdbench.api.feedback import Answer, AskingPolicy, FeedbackProvider, Query
-from gcdbench.feedback.bank import CATEGORY, Bank, BankQuestion
+from gcdbench.feedback.bank import Bank, BankQuestion
 
 DIGITS = 4
 #: How category options are described: by the provider under test (as GLEAN does), or by
@@ -152,10 +152,4 @@ def _spread(positions: Sequence[int]) -> dict[str, float]:
     return {str(k): round(v / len(positions), DIGITS) for k, v in sorted(counts.items())}
 
 
-def kind_queries(
-    bank: Bank, kind: str, policy: AskingPolicy, described: Sequence[str]
-) -> list[Query]:
-    return bank.queries(kind, policy, described if kind == CATEGORY else ())
-
-
-__all__ = ["DESCRIBERS", "descriptions", "ece", "kind_queries", "score_kind"]
+__all__ = ["DESCRIBERS", "descriptions", "ece", "score_kind"]

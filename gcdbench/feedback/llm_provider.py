@@ -294,9 +294,9 @@ class LLMFeedbackProvider(FeedbackProvider):
         if query.policy.scoring == YES_NO:
             odds = [0.0] * n
             for ask, _, result in replies:
-                stats.logprob_fallbacks += int(decode(ask, result.text, result.option_logprobs)[1])
                 log_odds = yes_no_log_odds(ask, result.option_logprobs)
                 if log_odds is None or ask.option is None:  # neither Yes nor No came back
+                    stats.logprob_fallbacks += int(log_odds is None)
                     return Answer(None, PARSE_FAILURE, raw, cached=cached)
                 odds[ask.option] = log_odds
             # One prompt per option, asked independently: P(option) ∝ exp(log-odds of Yes).

@@ -34,7 +34,8 @@ def policy_text(policy: Mapping[str, Any], describer: str) -> str:
     return ", ".join(parts) or "single ask"
 
 
-def _pct(value: Any) -> str:
+def pct(value: Any) -> str:
+    """A share as a percentage with one decimal; "–" for none."""
     return "–" if value is None else f"{100 * value:.1f}"
 
 
@@ -65,8 +66,8 @@ def feedback_markdown(records: Iterable[Mapping[str, Any]]) -> str:
             "",
             f"## {dataset}, known {ratio}, seed {seed}: {kind}",
             "",
-            f"Encoder alone: {_pct(first['encoder_accuracy'])} over {first['questions']} "
-            f"questions; a right option exists in {_pct(first['ceiling'])}.",
+            f"Encoder alone: {pct(first['encoder_accuracy'])} over {first['questions']} "
+            f"questions; a right option exists in {pct(first['ceiling'])}.",
             "",
             "| " + " | ".join(COLUMNS) + " |",
             "|" + "|".join(["---", "---"] + ["---:"] * (len(COLUMNS) - 2)) + "|",
@@ -83,11 +84,11 @@ def feedback_markdown(records: Iterable[Mapping[str, Any]]) -> str:
                         f"`{record['llm']}`",
                         policy_text(record["policy"], record["describer"]),
                         str(s["questions"]),
-                        _pct(s["accuracy"]),
-                        _pct(s["coverage_kept"]),
-                        _pct(s["accuracy_kept"]),
-                        _pct(s["encoder_accuracy_kept"]),
-                        _pct(s["accuracy_with_fallback"]),
+                        pct(s["accuracy"]),
+                        pct(s["coverage_kept"]),
+                        pct(s["accuracy_kept"]),
+                        pct(s["encoder_accuracy_kept"]),
+                        pct(s["accuracy_with_fallback"]),
                         "–" if s["gain"] is None else f"{100 * s['gain']:+.1f}",
                         _fused(s.get("fusion")),
                         "–" if s["ece"] is None else f"{s['ece']:.3f}",
@@ -100,4 +101,4 @@ def feedback_markdown(records: Iterable[Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["MARKER", "feedback_markdown", "policy_text"]
+__all__ = ["MARKER", "feedback_markdown", "pct", "policy_text"]

@@ -28,7 +28,7 @@ from gcdbench.api.progress import tally_questions
 from gcdbench.api.spec import canonical_json
 from gcdbench.errors import GcdbenchError
 from gcdbench.feedback.bank import KINDS, Bank
-from gcdbench.feedback.bank_eval import DESCRIBERS, descriptions, kind_queries, score_kind
+from gcdbench.feedback.bank_eval import DESCRIBERS, descriptions, score_kind
 from gcdbench.feedback.fusion import score_fusion
 from gcdbench.feedback.resolve import open_feedback
 from gcdbench.runner import provenance
@@ -123,13 +123,13 @@ def evaluate(
                 described = descriptions(bank, provider, request.describer)
                 walls["characterize-cluster"] = time.perf_counter() - t
         for kind in request.kinds:
-            queries = kind_queries(bank, kind, request.policy, described)
+            queries = bank.queries(kind, request.policy, described)
             with reporter.stage(f"ask {kind}"), tally_questions(reporter, kind, len(queries)):
                 t = time.perf_counter()
                 answers[kind] = list(provider.answer(queries))
                 walls[kind] = time.perf_counter() - t
             if calibration is not None:
-                extra = kind_queries(calibration, kind, request.policy, described)
+                extra = calibration.queries(kind, request.policy, described)
                 with (
                     reporter.stage(f"ask {kind} (calibration)"),
                     tally_questions(reporter, kind, len(extra)),
