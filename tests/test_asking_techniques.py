@@ -321,6 +321,8 @@ def test_the_asking_parameters_are_part_of_the_run_id():
     assert _run_id(answer_scoring="logprobs") != default
     assert _run_id(order_combine="average") != default
     assert _run_id(prompt_template="glean-v2") != default
+    assert _run_id(fusion="true") != default
+    assert _run_id(fusion="false") == default
 
 
 # -- through a real tiny model ---------------------------------------------------------------

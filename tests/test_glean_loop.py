@@ -148,6 +148,30 @@ def test_glean_with_every_component(run):
     assert quality["descriptions"]["rounds"][0]["descriptions"] == 6
 
 
+def test_glean_fusion_fits_on_labeled_questions_and_uses_every_fused_answer(run):
+    record = run("glean --llm noisy-oracle:0.7 -p fusion=true")
+    assert record["diagnostics"]["glean"]["fusion"] is True
+    per_kind = record["feedback"]["stats"]["per_kind"]
+    plan = _plan(record)
+    for kind in (INSTANCE, CATEGORY):
+        fusion = plan["fusion"][kind]
+        # At most the smoke preset's 6 labeled anchors (an instance question needs two
+        # options with a labeled member, so it may be fewer).
+        assert 0 < fusion["calibration_questions"] <= 6
+        assert fusion["fitted"] is True
+        assert set(fusion["coefficients"]) == {
+            "provider_probability",
+            "log_provider_probability",
+            "cosine",
+            "cosine_gap",
+        }
+        assert 0 <= fusion["same_as_encoder"] <= plan[kind]["asked"]
+        # The fused answer never abstains: every question trains, filters or not.
+        assert plan[kind]["used"] == plan[kind]["asked"] == 6
+        # The calibration questions are asked as the kind's own questions.
+        assert per_kind[kind]["queries"] == 6 + fusion["calibration_questions"]
+
+
 def test_glean_without_instance_feedback_asks_no_similar_instance(run):
     record = run("glean --llm oracle --ablate instance-instance")
     assert record["method"]["ablated_components"] == ["instance-instance"]

@@ -48,17 +48,25 @@ from gcdbench.training.params import (
 from gcdbench.training.plan import RoundHook, RoundPlan
 
 if TYPE_CHECKING:  # the real types for type checkers; at run time __getattr__ binds them
+    from gcdbench.training.calibration import (
+        CalibrationQuestion,
+        CalibrationSet,
+        calibration_questions,
+    )
     from gcdbench.training.candidates import (
         NO_QUERY,
         category_candidates,
         cluster_centers,
         cluster_choice,
         cluster_members,
+        cluster_similarities,
         encoder_choice,
+        encoder_similarities,
         instance_candidates,
         loop_candidates,
         representatives,
     )
+    from gcdbench.training.fusion import coefficients, fit_fusion, fused_choices
     from gcdbench.training.heads import KnownClassifier, ProjectionHead
     from gcdbench.training.losses import (
         alignment_loss,
@@ -113,7 +121,9 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
         "cluster_centers",
         "cluster_choice",
         "cluster_members",
+        "cluster_similarities",
         "encoder_choice",
+        "encoder_similarities",
         "instance_candidates",
         "loop_candidates",
         "representatives",
@@ -127,6 +137,8 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
         "two_view_info_nce",
         "weighted_sum",
     ),
+    "calibration": ("CalibrationQuestion", "CalibrationSet", "calibration_questions"),
+    "fusion": ("coefficients", "fit_fusion", "fused_choices"),
     "heads": ("KnownClassifier", "ProjectionHead"),
     "mining": (
         "assignment_entropy",
@@ -164,6 +176,14 @@ def _engine_module(module: str) -> ModuleType:
         from gcdbench.training import candidates
 
         return candidates
+    if module == "calibration":
+        from gcdbench.training import calibration
+
+        return calibration
+    if module == "fusion":
+        from gcdbench.training import fusion
+
+        return fusion
     if module == "losses":
         from gcdbench.training import losses
 
@@ -235,6 +255,8 @@ __all__ = [
     "VARIANTS",
     "Asker",
     "AskingStyle",
+    "CalibrationQuestion",
+    "CalibrationSet",
     "KnownClassifier",
     "LoopResult",
     "LossChoice",
@@ -249,18 +271,24 @@ __all__ = [
     "TrainingSetup",
     "alignment_loss",
     "assignment_entropy",
+    "calibration_questions",
     "category_candidates",
     "check_params",
     "cluster_centers",
     "cluster_choice",
     "cluster_members",
+    "cluster_similarities",
     "cluster_state",
     "cluster_test",
+    "coefficients",
     "cross_entropy_loss",
     "cycling_batches",
     "dec_target",
     "description_text",
     "encoder_choice",
+    "encoder_similarities",
+    "fit_fusion",
+    "fused_choices",
     "generator_for",
     "instance_candidates",
     "isolated_torch_rng",

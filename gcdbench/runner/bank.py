@@ -9,7 +9,7 @@ Only this module reads gold labels while building: each question's right options
 kind's own rule, gcdbench/api/query_kind.py) are stored with it.
 
 A second, *calibration* bank is mined from the same state for fusing a provider's answers
-with the encoder's (gcdbench/feedback/fusion.py): its anchors are labeled known-class texts
+with the encoder's (gcdbench/training/fusion.py): its anchors are labeled known-class texts
 and its options too (instance) or clusters judged by their labeled members (category), so
 whether an answer is right is known from the labels a method holds — no gold label of an
 unlabeled text is read to build it. Banks are cached under
@@ -250,7 +250,7 @@ def _mine(
         "members": tuple(tuple(int(i) for i in m) for m in members),
         "representatives": tuple(tuple(int(i) for i in r) for r in reps),
     }
-    calibration = _calibration(task, state, features, params, members, ctx.rng("calibration"))
+    calibration = _calibration(task, state, features, params, ctx.rng("calibration"))
     return (
         Bank(source=source, questions=questions, **shared),
         Bank(source=calibration_source(source), questions=calibration, **shared),
@@ -262,51 +262,30 @@ def _calibration(
     state: Any,
     features: np.ndarray,
     params: BankParams,
-    members: list[np.ndarray],
     rng: np.random.Generator,
 ) -> dict[str, tuple[BankQuestion, ...]]:
-    """Questions about labeled texts only: the most uncertain labeled anchors; as instance
-    options, one labeled member of each of the anchor's top clusters that has one (the
-    anchor excluded); as category options its top clusters, right when the majority of a
-    cluster's labeled members has the anchor's label. Right options come from
-    ``task.labeled_y``, which every method holds."""
-    from gcdbench.api import training
+    """The calibration questions GLEAN's fusion asks (gcdbench/training/calibration.py), with
+    the encoder's similarities of each option."""
+    from gcdbench.training.calibration import calibration_questions
 
-    labeled_y = np.asarray(task.labeled_y)
-    n_labeled = task.num_labeled
-    order = np.argsort(-np.asarray(state.entropy)[:n_labeled], kind="stable")
-    anchors = order[: params.size].astype(np.int64)
-    num_clusters = state.soft.shape[1]
-    labeled_members = [m[m < n_labeled] for m in members]
-    majority = [int(np.bincount(labeled_y[m]).argmax()) if len(m) else -1 for m in labeled_members]
-    ranked = training.top_clusters(state.soft[anchors], num_clusters)
-    instance: list[BankQuestion] = []
-    for anchor, clusters in zip(anchors, ranked, strict=True):
-        options: list[int] = []
-        for c in clusters:
-            pool = labeled_members[c][labeled_members[c] != anchor]
-            if len(pool):
-                options.append(int(pool[rng.integers(len(pool))]))
-            if len(options) == params.options:
-                break
-        if len(options) < 2:
-            continue  # a choice needs two options
-        scores = _cosines(features[[anchor]], features[np.asarray(options)][None])[0]
-        correct = [i for i, o in enumerate(options) if labeled_y[o] == labeled_y[anchor]]
-        instance.append(_question(int(anchor), options, correct, scores))
-    category = training.category_candidates(state, anchors, params.category_ratio)
-    centers = np.asarray(state.centers)
-    category_scores = _cosines(features[anchors], centers[category])
-    categories = tuple(
-        _question(
-            int(a),
-            row.tolist(),
-            [i for i, c in enumerate(row) if majority[c] == labeled_y[a]],
-            s,
-        )
-        for a, row, s in zip(anchors, category, category_scores, strict=True)
+    asked = calibration_questions(
+        state,
+        np.asarray(task.labeled_y),
+        params.size,
+        params.options,
+        params.category_ratio,
+        rng,
     )
-    return {INSTANCE: tuple(instance), CATEGORY: categories}
+    centers = np.asarray(state.centers)
+
+    def banked(q: Any, option_vectors: np.ndarray) -> BankQuestion:
+        scores = _cosines(features[[q.anchor]], option_vectors[np.asarray(q.options)][None])[0]
+        return _question(q.anchor, list(q.options), list(q.correct), scores)
+
+    return {
+        INSTANCE: tuple(banked(q, features) for q in asked.instance),
+        CATEGORY: tuple(banked(q, centers) for q in asked.category),
+    }
 
 
 def _question(

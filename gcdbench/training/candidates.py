@@ -146,29 +146,42 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
     return l2_normalise(np.asarray(vectors, dtype=np.float32))
 
 
-def _most_similar(anchors: np.ndarray, options: np.ndarray) -> np.ndarray:
-    """Per row, the position of the option vector ([n, m, d]) most cosine-similar to the
-    anchor vector ([n, d])."""
-    similarity = np.einsum("nd,nmd->nm", _unit(anchors), _unit(options))
-    return similarity.argmax(axis=1).astype(np.int64)
+def _similarities(anchors: np.ndarray, options: np.ndarray) -> np.ndarray:
+    """[n, m] cosine similarity of each anchor vector ([n, d]) with its options ([n, m, d])."""
+    return np.einsum("nd,nmd->nm", _unit(anchors), _unit(options))
+
+
+def encoder_similarities(
+    features: np.ndarray, anchors: np.ndarray, options: np.ndarray
+) -> np.ndarray:
+    """[len(anchors), m] cosine similarity of each anchor's features with each option's
+    (rows of ids into ``features``)."""
+    anchors = np.asarray(anchors, dtype=np.int64)
+    return _similarities(features[anchors], features[np.asarray(options)])
+
+
+def cluster_similarities(
+    state: ClusterState, anchors: np.ndarray, options: np.ndarray
+) -> np.ndarray:
+    """[len(anchors), m] cosine similarity of each anchor with each offered cluster centre."""
+    if state.centers is None:
+        raise GcdbenchError("cluster similarities need the round's cluster centres.")
+    anchors = np.asarray(anchors, dtype=np.int64)
+    centers = np.asarray(state.centers)
+    return _similarities(state.features[anchors], centers[np.asarray(options)])
 
 
 def encoder_choice(features: np.ndarray, anchors: np.ndarray, options: np.ndarray) -> np.ndarray:
     """The option the current encoder alone would pick: highest cosine similarity between
     the anchor's features and each option's ([len(anchors), m] rows of ids into
     ``features``); what feedback must beat to be worth its cost."""
-    anchors = np.asarray(anchors, dtype=np.int64)
-    return _most_similar(features[anchors], features[np.asarray(options)])
+    return encoder_similarities(features, anchors, options).argmax(axis=1).astype(np.int64)
 
 
 def cluster_choice(state: ClusterState, anchors: np.ndarray, options: np.ndarray) -> np.ndarray:
     """The encoder's own pseudo-category choice: the offered cluster whose centre is most
     cosine-similar to the anchor."""
-    if state.centers is None:
-        raise GcdbenchError("cluster_choice needs the round's cluster centres.")
-    anchors = np.asarray(anchors, dtype=np.int64)
-    centers = np.asarray(state.centers)
-    return _most_similar(state.features[anchors], centers[np.asarray(options)])
+    return cluster_similarities(state, anchors, options).argmax(axis=1).astype(np.int64)
 
 
 def cluster_centers(features: np.ndarray, assignments: np.ndarray) -> tuple[list[int], np.ndarray]:

@@ -9,7 +9,7 @@ everything the runner needs to score the feedback against gold
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -114,18 +114,15 @@ class Asker:
         meta: Sequence[Mapping[str, Any]],
         encoder_choice: np.ndarray,
         assignments: np.ndarray | None = None,
+        adjust: Callable[[list[Answer]], list[Answer]] | None = None,
     ) -> ChoiceRound:
-        """One batch of ``kind`` questions, anchor i choosing among ``option_texts[i]``."""
-        texts = self.task.train.texts
-        queries = [
-            Query(kind, style.payload(self.task, texts[int(a)], shown), dict(m), style.policy)
-            for a, shown, m in zip(anchors, option_texts, meta, strict=True)
-        ]
-        with (
-            self.ctx.timed(f"feedback:{kind}"),
-            tally_questions(self.ctx.reporter, kind, len(queries)),
-        ):
-            answers = self.provider.answer(queries) if queries else []
+        """One batch of ``kind`` questions, anchor i choosing among ``option_texts[i]``.
+        ``adjust`` turns the provider's answers into the ones the method uses (fusion with
+        the encoder); the log holds what was used."""
+        queries = self.queries(kind, anchors, option_texts, style, meta)
+        answers = self.ask(kind, queries)
+        if adjust is not None:
+            answers = adjust(answers)
         used = [usable(a, style) for a in answers]
         self.log.choices.append(
             ChoiceLog(
@@ -144,6 +141,30 @@ class Asker:
             )
         )
         return ChoiceRound(np.asarray(anchors), np.asarray(options), answers, used)
+
+    def queries(
+        self,
+        kind: str,
+        anchors: Sequence[int] | np.ndarray,
+        option_texts: Sequence[Sequence[str]],
+        style: AskingStyle,
+        meta: Sequence[Mapping[str, Any]],
+    ) -> list[Query]:
+        """``kind`` questions about training-pool anchors, as ``style`` asks them."""
+        texts = self.task.train.texts
+        return [
+            Query(kind, style.payload(self.task, texts[int(a)], shown), dict(m), style.policy)
+            for a, shown, m in zip(anchors, option_texts, meta, strict=True)
+        ]
+
+    def ask(self, kind: str, queries: Sequence[Query], *, label: str | None = None) -> list[Answer]:
+        """One batch through the provider, timed and counted under ``label`` (the kind)."""
+        label = label or kind
+        with (
+            self.ctx.timed(f"feedback:{label}"),
+            tally_questions(self.ctx.reporter, label, len(queries)),
+        ):
+            return self.provider.answer(queries) if queries else []
 
     def characterize(
         self,

@@ -44,6 +44,7 @@ from gcdbench.api.feedback_log import CATEGORY, INSTANCE, DescriptionLog
 from gcdbench.api.query_kind import ChoiceKind
 from gcdbench.api.toolkit import l2_normalise
 from gcdbench_builtins import glean_kinds
+from gcdbench_builtins.glean_fusion import RoundFusion
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,14 @@ class GleanParams(training.RoundParams):
     prompt_template: str = param(
         "", help="template version of the choice questions ('' = glean-v1; yes-no: glean-v2)"
     )
+    fusion: bool = param(
+        False,
+        help="fuse the LLM's option probabilities with the encoder's similarities, fitted "
+        "each round on calibration questions about labeled texts",
+    )
+    calibration_samples: int = param(
+        30, ge=1, help="with fusion: labeled anchors asked per kind per round to fit it"
+    )
 
 
 _GLEAN_PAPER = {
@@ -127,6 +136,7 @@ _GLEAN_SMOKE = {
     "category_ratio": 0.5,
     "representatives": 3,
     "demos_per_class": 1,
+    "calibration_samples": 6,
 }
 
 
@@ -248,12 +258,27 @@ class GleanRounds:
             self.policy,
         )
         self.category_style = training.AskingStyle(category_demos, self.policy)
+        self.fusion = (
+            RoundFusion(
+                task,
+                ctx,
+                self.asker,
+                params.calibration_samples,
+                params.options,
+                params.category_ratio,
+            )
+            if params.fusion
+            else None
+        )
 
     def __call__(self, state: ClusterState, index: int, texts: Any) -> training.RoundPlan:
         rng = self.ctx.rng(f"glean-round-{index}")
         budget = min(self.params.query_samples, state.size)
         anchors = np.asarray(self.miner.select(state, budget, rng), dtype=np.int64)
         plan: dict[str, Any] = {"anchors": len(anchors)}
+        if self.fusion is not None:
+            self.fusion.start_round(state, index)
+            plan["fusion"] = self.fusion.info
         positives: dict[int, int] = {}
         if self.instance_feedback and len(anchors):
             asked = self._instance(state, index, anchors, rng)
@@ -286,6 +311,12 @@ class GleanRounds:
             state, anchors, self.params.options, rng, exclude_anchor=exclude
         )
         texts = self.task.train.texts
+        similarities = training.encoder_similarities(state.features, anchors, candidates)
+        adjust = (
+            self.fusion.instance(state, self.instance_style, similarities)
+            if self.fusion is not None
+            else None
+        )
         return self.asker.choose(
             INSTANCE,
             index,
@@ -297,7 +328,8 @@ class GleanRounds:
                 {"anchor": int(a), "options": [int(c) for c in row]}
                 for a, row in zip(anchors, candidates, strict=True)
             ],
-            encoder_choice=training.encoder_choice(state.features, anchors, candidates),
+            encoder_choice=similarities.argmax(axis=1),
+            adjust=adjust,
         )
 
     def _describe(self, state: ClusterState, index: int) -> tuple[list[str], int]:
@@ -322,6 +354,12 @@ class GleanRounds:
         members = [
             m.tolist() for m in training.cluster_members(state.assignments, state.soft.shape[1])
         ]
+        similarities = training.cluster_similarities(state, anchors, candidates)
+        adjust = (
+            self.fusion.category(state, self.category_style, descriptions, members, similarities)
+            if self.fusion is not None
+            else None
+        )
         asked = self.asker.choose(
             CATEGORY,
             index,
@@ -333,8 +371,9 @@ class GleanRounds:
                 {"anchor": int(a), "option_members": [members[c] for c in row]}
                 for a, row in zip(anchors, candidates, strict=True)
             ],
-            encoder_choice=training.cluster_choice(state, anchors, candidates),
+            encoder_choice=similarities.argmax(axis=1),
             assignments=state.assignments,
+            adjust=adjust,
         )
         return asked, candidates
 
@@ -377,6 +416,7 @@ class GleanRounds:
             "prompt_layout": self.policy.layout,
             "answer_scoring": self.policy.scoring,
             "order_combine": self.policy.combine,
+            "fusion": self.fusion is not None,
             "prompt_template": self.params.prompt_template or GLEAN_CHOICES[0].default_template,
             "exclude_anchor_from_candidates": self.params.variant == "paper",
             "alignment_denominator": "with positive"
