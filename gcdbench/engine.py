@@ -31,7 +31,7 @@ from pathlib import Path
 #: that ask can move); an unconstrained reply that does not parse is asked once more.
 ENGINE_VERSION = "3"
 #: sha256 of the engine sources at ENGINE_VERSION (see the module docstring).
-ENGINE_FINGERPRINT = "ef12d985edb80121ab7639af19ba499fd59f18c65d163447c06264632a8d1a32"
+ENGINE_FINGERPRINT = "d629c0c9b37dc034ecb0e5f0ee9fe93550f5089930519216bed13e802a787670"
 
 PACKAGE = Path(__file__).resolve().parent
 #: The result-shaping code, relative to the package: folders (every .py and .txt inside)

@@ -1,7 +1,7 @@
 """Built-in executors: in this process, or in a pool of worker processes.
 
 Every worker writes to the same results store; records are written atomically and
-content-addressed by spec hash, so workers never collide.
+named by run id and written under the run's lock, so workers never collide.
 """
 
 from __future__ import annotations

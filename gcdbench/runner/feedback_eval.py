@@ -33,6 +33,7 @@ from gcdbench.feedback.fusion import score_fusion
 from gcdbench.feedback.resolve import open_feedback
 from gcdbench.runner import provenance
 from gcdbench.runner.context import Reporter
+from gcdbench.runner.store import publish_dir
 from gcdbench.util.files import write_json
 
 #: Bumped when scoring or asking in an evaluation changes its figures.
@@ -218,7 +219,7 @@ def _answer_rows(bank: Bank, answers: dict[str, list[Answer]]) -> list[dict[str,
 
 
 def _write(folder: Path, record: dict[str, Any], rows: Sequence[dict[str, Any]]) -> None:
-    """The folder appears whole: written under a hidden name, then renamed into place."""
+    """The folder appears whole: written under a hidden name, then published in one step."""
     tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
@@ -227,16 +228,11 @@ def _write(folder: Path, record: dict[str, Any], rows: Sequence[dict[str, Any]])
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["kind"])
             writer.writeheader()
             writer.writerows(rows)
-        if folder.exists():  # --force: the old record goes only once the new one is whole
-            old = folder.parent / f".old-{folder.name}-{uuid.uuid4().hex[:8]}"
-            os.replace(folder, old)
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
-    except BaseException:
+        # --force swaps the new record in at once (gcdbench/runner/store.py); after a swap
+        # ``tmp`` holds the old record.
+        publish_dir(tmp, folder)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def eval_records(results_dir: Path) -> Iterator[dict[str, Any]]:

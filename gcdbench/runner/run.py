@@ -6,10 +6,10 @@ anything runs or is written; :func:`execute` then never half-writes a record.
 
 from __future__ import annotations
 
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -150,8 +150,15 @@ def _uses(method_cls: type[Method], refiner_cls: type[Refiner] | None) -> tuple[
 
 
 def execute(spec: RunSpec, options: RunOptions, reporter: Reporter | None = None) -> Outcome:
-    """Run one spec unless its record exists. Raises on failure; see :func:`run_job`."""
-    reporter = reporter or Reporter()
+    """Run one spec unless its record exists. Raises on failure; see :func:`run_job`.
+
+    From the record check to the write the run's lock is held, so a second process given
+    the same run waits, then finds the record and skips (or runs, if the first failed)."""
+    with ExitStack() as held:
+        return _execute(spec, options, reporter or Reporter(), held)
+
+
+def _execute(spec: RunSpec, options: RunOptions, reporter: Reporter, held: ExitStack) -> Outcome:
     store = ResultsStore(options.results_dir)
     started = datetime.now(UTC)
     clock = time.perf_counter()
@@ -181,6 +188,10 @@ def execute(spec: RunSpec, options: RunOptions, reporter: Reporter | None = None
     # The skip is decided on the identity, so changed data or code is never served a stale
     # record (the split hash covers the data files the rows come from).
     identity = run_identity(spec, split.hash, {f.name: f.sha256 for f in parts.files})
+    waiting = time.perf_counter()
+    if held.enter_context(store.lock_run(spec, identity.run_id, reporter)):
+        timings["lock_wait"] = time.perf_counter() - waiting
+        t += timings["lock_wait"]  # the split's lap keeps only the split's own time
     existing = store.find(spec, identity.run_id)
     if existing is not None and not options.force:
         return Outcome(spec, "skipped", str(existing))
@@ -206,11 +217,13 @@ def execute(spec: RunSpec, options: RunOptions, reporter: Reporter | None = None
         offline=options.llm_offline,
         run_hash=spec.hash,
     )
-    with tempfile.TemporaryDirectory(prefix="gcdbench-run-") as work:
+    # Under the store, not the system temp folder: a killed run's folder is removed by the
+    # next open of the store.
+    with store.work_dir(identity.run_id) as work:
         ctx = build_context(
             spec,
-            _file_texts(parts),
-            Path(work),
+            file_texts(parts),
+            work,
             uses=_uses(method_cls, refiner_cls),
             feedback_env=feedback_env,
             reporter=reporter,
@@ -342,7 +355,7 @@ def download_reporter(reporter: Reporter) -> Callable[[DownloadEvent], None]:
     return report
 
 
-def _file_texts(parts: DatasetParts) -> dict[str, list[str]]:
+def file_texts(parts: DatasetParts) -> dict[str, list[str]]:
     by_file: dict[str, dict[int, str]] = {}
     for part in (parts.train, parts.dev, parts.test):
         if part is None:
