@@ -1,8 +1,10 @@
-"""``gcdbench llm``: ask one feedback question from the command line; inspect the ledger."""
+"""``gcdbench llm``: ask one feedback question from the command line; inspect and keep the
+feedback ledger (stats, path, prune, export, import, merge)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +14,9 @@ from rich.table import Table
 from gcdbench.api.feedback import LAYOUTS, AskingPolicy, FeedbackEnv, Query
 from gcdbench.api.query_kind import QueryKind
 from gcdbench.cli.common import console
+from gcdbench.cli.progress import make_reporter
 from gcdbench.errors import GcdbenchError
-from gcdbench.feedback import kinds
+from gcdbench.feedback import kinds, ledger_admin
 from gcdbench.feedback.ledger import Ledger, default_path
 from gcdbench.feedback.resolve import open_feedback, option_pairs, parse_llm_spec
 
@@ -149,15 +152,39 @@ def _payload(
     return payload
 
 
-@llm.command()
-@click.argument("what", type=click.Choice(["stats", "path"]), default="stats")
+@llm.group(invoke_without_command=True)
 @ledger_option
-def ledger(what: str, ledger: str | None) -> None:
-    """Where the feedback ledger is, or what it holds (answers per kind, model and status)."""
-    path = default_path(ledger)
-    if what == "path":
-        console.print(str(path), markup=False, highlight=False)
-        return
+@click.pass_context
+def ledger(ctx: click.Context, ledger: str | None) -> None:
+    """The feedback ledger: what it holds (`stats`, the default), where it is (`path`), and
+    keeping it: `prune`, `export`, `import`, `merge` (docs/ledger.md)."""
+    if ctx.invoked_subcommand is None:
+        _print_stats(default_path(ledger))
+
+
+def _path(ctx: click.Context, ledger: str | None) -> Path:
+    """``--ledger`` after the subcommand, else before it, else the default."""
+    parent = ctx.parent.params.get("ledger") if ctx.parent is not None else None
+    return default_path(ledger or parent)
+
+
+@ledger.command()
+@ledger_option
+@click.pass_context
+def stats(ctx: click.Context, ledger: str | None) -> None:
+    """Answers per kind, model and status, with their tokens and cost."""
+    _print_stats(_path(ctx, ledger))
+
+
+@ledger.command("path")
+@ledger_option
+@click.pass_context
+def path_(ctx: click.Context, ledger: str | None) -> None:
+    """Where the ledger is (it may not exist yet)."""
+    console.print(str(_path(ctx, ledger)), markup=False, highlight=False)
+
+
+def _print_stats(path: Path) -> None:
     if not path.is_file():
         console.print(f"no ledger at {path} yet: nothing has been asked.", markup=False)
         return
@@ -185,3 +212,189 @@ def ledger(what: str, ledger: str | None) -> None:
         )
     console.print(table)
     console.print(f"{total} answers in {path}", markup=False, highlight=False)
+
+
+# -- keeping the ledger ---------------------------------------------------------------------
+
+
+def selection_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """The filters prune and export share; every one given must match."""
+    options = [
+        click.option(
+            "--model",
+            default=None,
+            help="backend:model as `stats` shows it, the model id, or as --llm names a "
+            "packaged model (llamacpp:smollm2-135m).",
+        ),
+        click.option("--kind", default=None, metavar="KIND", help="A query kind."),
+        click.option(
+            "--template", default=None, metavar="ID", help="A template id (kind/family-vN)."
+        ),
+        click.option(
+            "--older-than",
+            default=None,
+            metavar="DURATION",
+            help="Stored more than this long ago: 90s, 45m, 12h, 30d, 2w.",
+        ),
+        click.option(
+            "--status",
+            default=None,
+            metavar="STATUS",
+            help="The status stored with the answer (ok, parse-failure, …).",
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _selection(**values: str | None) -> ledger_admin.Selection:
+    selection = ledger_admin.Selection(**values)
+    if selection.older_than is not None:
+        ledger_admin.parse_duration(selection.older_than)  # before the ledger is opened
+    return selection
+
+
+def _existing(path: Path) -> Ledger:
+    """The ledger at ``path``, which must already be one."""
+    ledger_admin.check_ledger_file(path)
+    return Ledger(path)
+
+
+def _target(path: Path) -> Ledger:
+    """The ledger to add to: created when absent, refused when the file is something else."""
+    if path.exists():
+        ledger_admin.check_ledger_file(path)
+    return Ledger(path)
+
+
+@ledger.command()
+@selection_options
+@click.option("--dry-run", is_flag=True, help="Print what would be deleted; delete nothing.")
+@ledger_option
+@click.pass_context
+def prune(
+    ctx: click.Context,
+    model: str | None,
+    kind: str | None,
+    template: str | None,
+    older_than: str | None,
+    status: str | None,
+    dry_run: bool,
+    ledger: str | None,
+) -> None:
+    """Delete the answers the filters select (at least one filter), in one transaction, and
+    VACUUM the file. A deleted answer is asked again by the next run that needs it."""
+    selection = _selection(
+        model=model, kind=kind, template=template, older_than=older_than, status=status
+    )
+    path = _path(ctx, ledger)
+    store = _existing(path)
+    try:
+        pruned = ledger_admin.prune(store, selection, dry_run=dry_run)
+    finally:
+        store.close()
+    _print_counts(pruned.per_kind_model, f"{selection.describe()} in {path}")
+    if dry_run:
+        _say(f"would delete {pruned.selected} answers (dry run: nothing deleted)")
+        return
+    _say(
+        f"deleted {pruned.deleted} answers from {path}: "
+        f"{_mib(pruned.bytes_before)} -> {_mib(pruned.bytes_after)}"
+    )
+    if pruned.vacuum_error:
+        _say(f"VACUUM did not run ({pruned.vacuum_error}); prune again later to free the space")
+
+
+@ledger.command("export")
+@click.argument("file", type=click.Path(dir_okay=False))
+@selection_options
+@ledger_option
+@click.pass_context
+def export_(
+    ctx: click.Context,
+    file: str,
+    model: str | None,
+    kind: str | None,
+    template: str | None,
+    older_than: str | None,
+    status: str | None,
+    ledger: str | None,
+) -> None:
+    """Write the answers the filters select (all without one) to FILE as JSON Lines: one
+    row per line, every column as stored. The ledger holds no API key, so neither does FILE;
+    it does hold the prompts' replies, which quote dataset text."""
+    selection = _selection(
+        model=model, kind=kind, template=template, older_than=older_than, status=status
+    )
+    path = _path(ctx, ledger)
+    store = _existing(path)
+    try:
+        total = sum(ledger_admin.counts(store, selection).values())
+        with make_reporter().task("export", total) as advance:
+            written = ledger_admin.export(store, selection, Path(file), advance)
+    finally:
+        store.close()
+    _say(f"exported {written} answers ({selection.describe()}) from {path} to {file}")
+
+
+@ledger.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@ledger_option
+@click.pass_context
+def import_(ctx: click.Context, file: str, ledger: str | None) -> None:
+    """Add the rows of FILE (written by `export`) to the ledger. Every line is checked
+    first; a key the ledger already holds keeps its answer."""
+    checked = ledger_admin.read_export(Path(file))
+    path = _path(ctx, ledger)
+    store = _target(path)
+    try:
+        added = ledger_admin.import_rows(store, checked)
+    finally:
+        store.close()
+    _say(
+        f"{file} -> {path}: {added.added} added, {added.already_present} already present, "
+        f"{added.invalid} invalid lines"
+    )
+    for number, problem in checked.invalid[:5]:
+        _say(f"  line {number}: {problem}")
+    if len(checked.invalid) > 5:
+        _say(f"  ... and {len(checked.invalid) - 5} more invalid lines")
+
+
+@ledger.command("merge")
+@click.argument("others", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@ledger_option
+@click.pass_context
+def merge(ctx: click.Context, others: tuple[str, ...], ledger: str | None) -> None:
+    """Add the answers of other ledgers (from other machines) to --ledger, in one
+    transaction; a key it already holds keeps its answer."""
+    sources = [Path(o) for o in others]
+    path = _path(ctx, ledger)
+    ledger_admin.check_sources(path, sources)  # every one, before anything is opened to write
+    store = _target(path)
+    try:
+        total = sum(ledger_admin.count_rows(s) for s in sources)
+        with make_reporter().task("merge", total) as advance:
+            reports = ledger_admin.merge(store, sources, advance)
+        held = store.count()
+    finally:
+        store.close()
+    for report in reports:
+        _say(f"{report.source}: {report.added} added, {report.already_present} already present")
+    _say(f"{held} answers in {path}")
+
+
+def _print_counts(per_kind_model: Mapping[tuple[str, str], int], title: str) -> None:
+    """One line per kind and model: never cut to the terminal's width, easy to grep."""
+    _say(f"{title}:")
+    for (kind, model), n in sorted(per_kind_model.items()):
+        _say(f"{n:>9}  {kind}  {model}")
+
+
+def _say(text: str) -> None:
+    console.print(text, markup=False, highlight=False)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.2f} MiB"

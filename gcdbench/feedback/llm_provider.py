@@ -3,15 +3,19 @@
 Per batch of queries: every query is rendered (k prompts in k option orders, or one yes/no
 prompt per option), the ledger answers what it already holds, and the misses go to the backend
 in one ``chat`` call (in slices when a dollar budget has to be checked between them). Each
-query's prompts are then combined into one answer as its asking policy says. Answers that are
-not usable say why in ``Answer.status``; the run's record counts each status per kind.
+reply goes into the ledger, in its own transaction, as soon as the backend hands it over, so a
+run killed mid-batch loses no answer it was sent. Each query's prompts are then combined into
+one answer as its asking policy says. Answers that are not usable say why in
+``Answer.status``; the run's record counts each status per kind.
 """
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
+import threading
 from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from gcdbench.api.feedback import (
@@ -170,6 +174,7 @@ class LLMFeedbackProvider(FeedbackProvider):
             first_ask.setdefault(key, ask)
         fresh: dict[str, ChatResult] = {}
         refused: set[str] = set()
+        keeper = _Keeper(self, first_ask, arrivals)
         pending = list(missing)
         while pending:
             spent = self.stats.backend_requests
@@ -184,22 +189,14 @@ class LLMFeedbackProvider(FeedbackProvider):
                 break
             if refused:
                 self.stats.budget_exhausted = True
-            sent = batch  # bound now: the callback must see this slice, not a later one
-
-            def arrived(index: int, sent: list[str] = sent) -> None:
-                arrivals.arrived(sent[index])
-
-            results = _chat(self.backend, [first_ask[k].request for k in batch], arrived)
+            results = _chat(self.backend, [first_ask[k].request for k in batch], keeper.on(batch))
             self.stats.backend_batches += 1
-            entries = []
             for key, result in zip(batch, results, strict=True):
-                ask = first_ask[key]
                 fresh[key] = result
-                entry = self._account(ask, key, result)
-                if entry is not None:
-                    entries.append(entry)
-            if self.ledger is not None:
-                self.ledger.put_many(entries)
+                # Accounted here, in request order, so the record's sums do not depend on
+                # the order the replies came back in.
+                self._account(first_ask[key], result)
+            keeper.keep_rest(zip(batch, results, strict=True))
             if refused:
                 refused.update(pending)
                 break
@@ -218,7 +215,7 @@ class LLMFeedbackProvider(FeedbackProvider):
         left = int((budget.usd - self.stats.cost_usd) / mean_cost)
         return max(1, min(pending, _DOLLAR_SLICE, left))
 
-    def _account(self, ask: Ask, key: str, result: ChatResult) -> Entry | None:
+    def _account(self, ask: Ask, result: ChatResult) -> None:
         stats = self.stats.kind(ask.kind.name)
         stats.backend_requests += 1
         stats.prompt_tokens += result.prompt_tokens
@@ -229,8 +226,12 @@ class LLMFeedbackProvider(FeedbackProvider):
             stats.cost_unknown_requests += 1
         else:
             stats.cost_usd += cost
+
+    def entry(self, ask: Ask, key: str, result: ChatResult) -> Entry | None:
+        """The ledger row for a reply; None for a failed request (asked again next time,
+        never stored)."""
         if not result.ok:
-            return None  # a failed request is asked again next time, never stored
+            return None
         parsed, _ = decode(ask, result.text, result.option_logprobs)
         return Entry(
             key=key,
@@ -246,7 +247,7 @@ class LLMFeedbackProvider(FeedbackProvider):
             prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens,
             latency_s=result.latency_s,
-            cost_usd=cost,
+            cost_usd=_price(self.identity, result),
             run_hash=self.run_hash,
         )
 
@@ -400,6 +401,63 @@ class _Arrivals:
             report_answers(done)
 
 
+class _Keeper:
+    """Stores each reply in the ledger the moment the backend hands it over (one short
+    transaction per answer), and at the end of a backend call those it did not hand over one
+    by one. A backend may report from its own thread (an event loop's): one lock serialises
+    the callbacks, and progress is reported in the asking thread's context."""
+
+    def __init__(
+        self, provider: LLMFeedbackProvider, first_ask: Mapping[str, Ask], arrivals: _Arrivals
+    ) -> None:
+        self.provider = provider
+        self.first_ask = first_ask
+        self.arrivals = arrivals
+        self.kept: set[str] = set()
+        self.lock = threading.Lock()
+        # report_answers reads a context variable the asker set; a backend's own thread
+        # would not see it, so callbacks run in a copy of the asking thread's context.
+        self.context = contextvars.copy_context()
+
+    def on(self, batch: Sequence[str]) -> Callable[..., None]:
+        """The callback for one backend call over ``batch`` (keys in request order)."""
+
+        def arrived(index: int, result: ChatResult | None = None) -> None:
+            with self.lock:
+                self.context.run(self._arrived, batch[index], result)
+
+        return arrived
+
+    def _arrived(self, key: str, result: ChatResult | None) -> None:
+        if result is not None:
+            self._keep(key, result)
+        self.arrivals.arrived(key)
+
+    def keep_rest(self, replies: Iterable[tuple[str, ChatResult]]) -> None:
+        """After the call: every reply the backend returned without handing it over first
+        (a backend that answers a batch at once), in one transaction."""
+        ledger = self.provider.ledger
+        if ledger is None:
+            return
+        entries = []
+        with self.lock:
+            for key, result in replies:
+                if key not in self.kept:
+                    self.kept.add(key)
+                    entry = self.provider.entry(self.first_ask[key], key, result)
+                    entries += [entry] if entry is not None else []
+        ledger.put_many(entries)
+
+    def _keep(self, key: str, result: ChatResult) -> None:
+        ledger = self.provider.ledger
+        if ledger is None or key in self.kept:
+            return
+        self.kept.add(key)
+        entry = self.provider.entry(self.first_ask[key], key, result)
+        if entry is not None:
+            ledger.put(entry)
+
+
 def _thresholded(
     query: Query,
     value: Any,
@@ -452,10 +510,11 @@ def _mean(distributions: Sequence[Sequence[float] | None]) -> list[float] | None
 
 
 def _chat(
-    backend: Backend, requests: Sequence[ChatRequest], on_result: Callable[[int], None]
+    backend: Backend, requests: Sequence[ChatRequest], on_result: Callable[..., None]
 ) -> list[ChatResult]:
-    """``backend.chat(requests)``, calling ``on_result(i)`` as request i's result is in
-    (one by one where the backend can say so). Progress only: the results are the same."""
+    """``backend.chat(requests)``, calling ``on_result(i)`` as request i's result is in (one
+    by one where the backend can say so), or ``on_result(i, result)`` where the backend hands
+    the result over too (the provider then stores it at once). The results are the same."""
     return list(backend.chat_reporting(requests, on_result))
 
 

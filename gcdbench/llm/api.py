@@ -110,13 +110,15 @@ class Backend(ABC):
         """Results in the order of ``requests``; one call per batch."""
 
     def chat_reporting(
-        self, requests: Sequence[ChatRequest], on_result: Callable[[int], None]
+        self, requests: Sequence[ChatRequest], on_result: Callable[[int, ChatResult], None]
     ) -> list[ChatResult]:
-        """:meth:`chat`, calling ``on_result(i)`` once result ``i`` is in (progress only).
-        A backend that answers one request at a time overrides it to report each."""
+        """:meth:`chat`, calling ``on_result(i, result)`` once result ``i`` is in, so the
+        caller can keep it (the feedback ledger commits it) before the batch ends. A backend
+        that answers one request at a time, or several concurrently, overrides it to hand
+        over each result as it comes back."""
         results = self.chat(requests)
-        for index in range(len(results)):
-            on_result(index)
+        for index, result in enumerate(results):
+            on_result(index, result)
         return results
 
     def describe(self) -> dict[str, Any]:

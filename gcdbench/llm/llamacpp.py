@@ -121,10 +121,10 @@ class LlamaCppBackend(Backend):
         return self._llama
 
     def chat(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
-        return self.chat_reporting(requests, lambda index: None)
+        return self.chat_reporting(requests, lambda index, result: None)
 
     def chat_reporting(
-        self, requests: Sequence[ChatRequest], on_result: Callable[[int], None]
+        self, requests: Sequence[ChatRequest], on_result: Callable[[int, ChatResult], None]
     ) -> list[ChatResult]:
         wants_logprobs = any(r.option_labels for r in requests)
         if wants_logprobs and self.logprobs == "off":
@@ -138,8 +138,9 @@ class LlamaCppBackend(Backend):
         order = prefix_order(requests) if self.sort_prefixes else range(len(requests))
         results: list[ChatResult | None] = [None] * len(requests)
         for index in order:
-            results[index] = self._one(llama, requests[index])
-            on_result(index)
+            result = self._one(llama, requests[index])
+            results[index] = result
+            on_result(index, result)
         return [r for r in results if r is not None]
 
     def _one(self, llama: Any, request: ChatRequest) -> ChatResult:

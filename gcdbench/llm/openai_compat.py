@@ -20,7 +20,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -114,6 +114,13 @@ class OpenAICompatibleBackend(Backend):
 
     # -- the batch --------------------------------------------------------------------------
     def chat(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
+        return self.chat_reporting(requests, lambda index, result: None)
+
+    def chat_reporting(
+        self, requests: Sequence[ChatRequest], on_result: Callable[[int, ChatResult], None]
+    ) -> list[ChatResult]:
+        """The batch, concurrently; ``on_result(i, result)`` as each request's result is in
+        (on the event loop's thread), so the caller keeps it before the batch ends."""
         if not requests:
             return []
         # asyncio here and below, not at the top: every command loads this module (the
@@ -123,12 +130,12 @@ class OpenAICompatibleBackend(Backend):
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.chat_async(requests))
+            return asyncio.run(self.chat_async(requests, on_result))
         box: dict[str, Any] = {}
 
         def worker() -> None:
             try:
-                box["results"] = asyncio.run(self.chat_async(requests))
+                box["results"] = asyncio.run(self.chat_async(requests, on_result))
             except BaseException as exc:  # re-raised in the caller's thread
                 box["error"] = exc
 
@@ -139,7 +146,11 @@ class OpenAICompatibleBackend(Backend):
             raise box["error"]
         return box["results"]
 
-    async def chat_async(self, requests: Sequence[ChatRequest]) -> list[ChatResult]:
+    async def chat_async(
+        self,
+        requests: Sequence[ChatRequest],
+        on_result: Callable[[int, ChatResult], None] | None = None,
+    ) -> list[ChatResult]:
         import asyncio
 
         from openai import AsyncOpenAI
@@ -152,11 +163,14 @@ class OpenAICompatibleBackend(Backend):
             timeout=self.timeout_s,
         ) as client:
 
-            async def one(request: ChatRequest) -> ChatResult:
+            async def one(index: int, request: ChatRequest) -> ChatResult:
                 async with gate:
-                    return await self._with_retries(client, request)
+                    result = await self._with_retries(client, request)
+                if on_result is not None:
+                    on_result(index, result)
+                return result
 
-            return list(await asyncio.gather(*(one(r) for r in requests)))
+            return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(requests))))
 
     async def _with_retries(self, client: Any, request: ChatRequest) -> ChatResult:
         import asyncio
