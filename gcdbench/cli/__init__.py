@@ -25,6 +25,9 @@ _SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "show": ("show", "show"),
     "llm": ("llm", "llm"),
     "feedback": ("feedback", "feedback"),
+    "sweep": ("sweep", "sweep"),
+    "status": ("sweep", "status"),
+    "report": ("report", "report"),
 }
 
 

@@ -5,15 +5,19 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import sys
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.table import Table
 
 from gcdbench import paths, registry
 from gcdbench.api.executor import Outcome, check_workers
+from gcdbench.api.method import Method
 from gcdbench.api.record import METRIC_KEYS, ResultRecord
+from gcdbench.api.spec import RunSpec
 from gcdbench.cli.common import (
     console,
     count_ints,
@@ -187,7 +191,7 @@ def run(
     naming it and the fix, exit code 2."""
     # Here, not at the top: the runner loads NumPy, pandas and scikit-learn, which
     # `gcdbench --help` would otherwise pay for.
-    from gcdbench.runner.run import RunOptions, execute, resolve_spec, run_job
+    from gcdbench.runner.run import RunOptions, execute, run_job
 
     _check_text_options(
         encoder=encoder,
@@ -205,36 +209,26 @@ def run(
     seed_ranges = parse_int_ranges(seeds, "--seed")
     _check_plan_size(len(names), len(ratios), count_ints(seed_ranges), max_runs)
     method_cls = registry.get("method", method)
-    overrides = parse_params(params)
-    if variant is not None:
-        fields = {f.name for f in dataclasses.fields(method_cls.Params)}
-        if "variant" not in fields:
-            raise GcdbenchError(f"method {method!r} has no paper/official variant; drop --variant.")
-        if "variant" in overrides and overrides["variant"] != variant:
-            raise GcdbenchError("--variant and -p variant= disagree; pass one of them.")
-        overrides["variant"] = variant
+    overrides = with_variant(method_cls, parse_params(params), variant)
     options_of_llm = option_pairs(llm_options)
     executor_cls = registry.get("executor", executor)
     user_data_root(data_dir)  # a missing --data-dir / GCDBENCH_DATA folder fails here
-    specs = [
-        resolve_spec(
-            method,
-            dataset,
-            ratio,
-            seed,
-            labeled_ratio=labeled_ratio,
-            ablations=ablations,
-            encoder=encoder,
-            preset=preset,
-            overrides=overrides,
-            llm=llm,
-            llm_options=options_of_llm,
-            llm_budget=llm_budget,
-            refine=refine,
-            refine_overrides=parse_params(refine_params, "--refine-param"),
-        )
-        for dataset, ratio, seed in itertools.product(names, ratios, expand_ints(seed_ranges))
-    ]
+    specs = resolve_specs(
+        method,
+        names,
+        ratios,
+        expand_ints(seed_ranges),
+        labeled_ratio=labeled_ratio,
+        ablations=ablations,
+        encoder=encoder,
+        preset=preset,
+        overrides=overrides,
+        llm=llm,
+        llm_options=options_of_llm,
+        llm_budget=llm_budget,
+        refine=refine,
+        refine_overrides=parse_params(refine_params, "--refine-param"),
+    )
     # Absolute, so that workers in other folders (Ray, Slurm) write and read the same places.
     options = RunOptions(
         paths.results_dir(results_dir).resolve(),
@@ -256,6 +250,46 @@ def run(
     failed = [o for o in outcomes if o.status in {"failed", "crashed"}]
     if failed:
         sys.exit(2 if all(o.status == "failed" for o in failed) else 1)
+
+
+def with_variant(
+    method_cls: type[Method],
+    overrides: dict[str, Any],
+    variant: str | None,
+    *,
+    variant_key: str = "--variant",
+    param_key: str = "-p variant=",
+) -> dict[str, Any]:
+    """``overrides`` with ``--variant`` merged in, checked against the method. The keys name
+    where the two values came from (flags here, plan keys in ``gcdbench sweep``)."""
+    if variant is not None:
+        fields = {f.name for f in dataclasses.fields(method_cls.Params)}
+        if "variant" not in fields:
+            raise GcdbenchError(
+                f"method {method_cls.name!r} has no paper/official variant; drop {variant_key}."
+            )
+        if "variant" in overrides and overrides["variant"] != variant:
+            raise GcdbenchError(f"{variant_key} and {param_key} disagree; pass one of them.")
+        overrides["variant"] = variant
+    return overrides
+
+
+def resolve_specs(
+    method: str,
+    datasets: Sequence[str],
+    known_ratios: Sequence[float],
+    seeds: Sequence[int],
+    **request: Any,
+) -> list[RunSpec]:
+    """One checked spec per (dataset, known ratio, seed), in that order: ``gcdbench run``'s
+    plan, and each method entry of a ``gcdbench sweep`` plan. ``request`` holds the rest of
+    :func:`gcdbench.runner.run.resolve_spec`'s keywords."""
+    from gcdbench.runner.run import resolve_spec
+
+    return [
+        resolve_spec(method, dataset, ratio, seed, **request)
+        for dataset, ratio, seed in itertools.product(datasets, known_ratios, seeds)
+    ]
 
 
 def _check_text_options(**values: str | None) -> None:

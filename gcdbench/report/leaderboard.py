@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,10 +36,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_TITLE",
+    "RowGroup",
     "aggregate",
     "dropped_results",
     "leaderboard_markdown",
     "render_markdown",
+    "row_groups",
     "write_leaderboard",
 ]
 
@@ -118,7 +121,11 @@ def _row_name(label: str, qualifiers: Sequence[str]) -> str:
 
 
 def _config_id(spec: RunSpec) -> str:
-    payload = {"params": dict(spec.params), "method_version": spec.method_version}
+    payload: dict[str, Any] = {"params": dict(spec.params), "method_version": spec.method_version}
+    if spec.refine:
+        # Two refiner settings are two configurations; unrefined runs keep their old id.
+        payload["refine_params"] = dict(spec.refine_params)
+        payload["refine_version"] = spec.refine_version
     return sha256_hex(canonical_json(payload))[:8]
 
 
@@ -154,22 +161,19 @@ def _dataset_sort_key(name: str) -> tuple[int, str]:
     return len(DATASET_ORDER), name
 
 
-def aggregate(records: Iterable[ResultRecord]) -> pd.DataFrame:
-    """Mean and sample std (ddof=1; NaN for a single seed) over seeds, one row per
-    (row, dataset, known_ratio).
+@dataclass(frozen=True)
+class RowGroup:
+    """The runs one leaderboard row pools on one dataset and known ratio: every seed of one
+    spec (the newest record of each), under the row's name."""
 
-    ``row`` is the method label (with ablations) plus any non-default encoder, LLM, preset
-    or labeled ratio, e.g. ``"kmeans [encoder=all-mpnet-base-v2]"``, and ``SIMULATED
-    FEEDBACK`` / ``LEAKS NOVEL LABELS`` for runs that ``apart`` keeps out of the real
-    runs' ranking. Records whose specs agree in everything but the seed are pooled. If one
-    row name would cover runs with different resolved parameters or method versions on the
-    same dataset and ratio, the row gets a ``config=<hash>`` qualifier instead of silently
-    mixing them.
-    """
-    # Here, not at the top: `gcdbench show` imports this module for non_default_params.
-    import numpy as np
-    import pandas as pd
+    row: str
+    apart: bool  # simulated feedback, leaked labels or stale: ranked apart from real runs
+    records: tuple[ResultRecord, ...]  # sorted by seed
 
+
+def row_groups(records: Iterable[ResultRecord]) -> list[RowGroup]:
+    """The records grouped and named as :func:`aggregate` shows them (see there): one group
+    per spec without its seed, each named by its leaderboard row."""
     groups: dict[str, list[ResultRecord]] = defaultdict(list)
     for record in _newest_per_spec(records):
         groups[record.spec.with_(seed=0).hash].append(record)
@@ -185,7 +189,7 @@ def aggregate(records: Iterable[ResultRecord]) -> pd.DataFrame:
         configs_per_cell[cell].add(_config_id(spec))
     ambiguous = {cell[0] for cell, configs in configs_per_cell.items() if len(configs) > 1}
 
-    rows = []
+    out = []
     for key, group in groups.items():
         spec = group[0].spec
         qualifiers = _qualifiers(spec.to_dict())
@@ -202,21 +206,45 @@ def aggregate(records: Iterable[ResultRecord]) -> pd.DataFrame:
         stale = any(r.provenance.get(STALE_KEY) for r in group)
         if stale:
             qualifiers.append(STALE)
-        group.sort(key=lambda r: r.spec.seed)
+        ordered = tuple(sorted(group, key=lambda r: r.spec.seed))
+        apart = simulated or leaks or stale
+        out.append(RowGroup(_row_name(spec.label, qualifiers), apart, ordered))
+    return out
+
+
+def aggregate(records: Iterable[ResultRecord]) -> pd.DataFrame:
+    """Mean and sample std (ddof=1; NaN for a single seed) over seeds, one row per
+    (row, dataset, known_ratio).
+
+    ``row`` is the method label (with ablations) plus any non-default encoder, LLM, preset
+    or labeled ratio, e.g. ``"kmeans [encoder=all-mpnet-base-v2]"``, and ``SIMULATED
+    FEEDBACK`` / ``LEAKS NOVEL LABELS`` for runs that ``apart`` keeps out of the real
+    runs' ranking. Records whose specs agree in everything but the seed are pooled. If one
+    row name would cover runs with different resolved parameters or method versions on the
+    same dataset and ratio, the row gets a ``config=<hash>`` qualifier instead of silently
+    mixing them.
+    """
+    # Here, not at the top: `gcdbench show` imports this module for non_default_params.
+    import numpy as np
+    import pandas as pd
+
+    rows = []
+    for group in row_groups(records):
+        spec = group.records[0].spec
         row: dict[str, Any] = {
-            "row": _row_name(spec.label, qualifiers),
+            "row": group.row,
             "method": spec.label,
             "dataset": spec.dataset,
             "known_ratio": _ratio_key(spec.known_ratio),
             "labeled_ratio": _ratio_key(spec.labeled_ratio),
             "config": _config_id(spec),
-            "n": len(group),
-            "seeds": [r.spec.seed for r in group],
-            "apart": simulated or leaks or stale,
+            "n": len(group.records),
+            "seeds": [r.spec.seed for r in group.records],
+            "apart": group.apart,
         }
         for metric in METRIC_KEYS:
             # A metric that is missing or null (JSON has no NaN) is undefined, not zero.
-            raw = [r.metrics.get(metric) for r in group]
+            raw = [r.metrics.get(metric) for r in group.records]
             values = np.array([math.nan if v is None else float(v) for v in raw])
             row[f"{metric}_mean"] = float(values.mean())
             row[f"{metric}_std"] = float(values.std(ddof=1)) if values.size > 1 else math.nan
