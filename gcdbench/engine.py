@@ -31,7 +31,7 @@ from pathlib import Path
 #: that ask can move); an unconstrained reply that does not parse is asked once more.
 ENGINE_VERSION = "3"
 #: sha256 of the engine sources at ENGINE_VERSION (see the module docstring).
-ENGINE_FINGERPRINT = "876e0c366d70cb867977bc989ec8b5f635466d2feb90335d7e9a955c617e1577"
+ENGINE_FINGERPRINT = "1c8746543833bb415957195d9f94569636435171bce6bd97560a729a5e0b2ef6"
 
 PACKAGE = Path(__file__).resolve().parent
 #: The result-shaping code, relative to the package: folders (every .py and .txt inside)

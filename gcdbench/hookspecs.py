@@ -58,6 +58,11 @@ def register_refiners(register: Register) -> None:
 
 
 @hookspec
+def register_k_estimators(register: Register) -> None:
+    """Register :class:`gcdbench.api.k_estimator.KEstimator` instances (``--k estimate:NAME``)."""
+
+
+@hookspec
 def register_loss_hooks(register: Register) -> None:
     """Register :class:`gcdbench.api.loss.LossHook` classes."""
 

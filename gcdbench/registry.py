@@ -33,6 +33,7 @@ KINDS: dict[str, str] = {
     "feedback": "register_feedback_providers",
     "query-kind": "register_query_kinds",
     "refiner": "register_refiners",
+    "k-estimator": "register_k_estimators",
     "loss": "register_loss_hooks",
     "executor": "register_executors",
     "llm": "register_llm_backends",

@@ -15,8 +15,16 @@ from gcdbench.api.encoder import Encoder, EncoderFactory
 from gcdbench.api.executor import Executor
 from gcdbench.api.feedback import LAYOUTS, Answer, AskingPolicy, FeedbackProvider, Query
 from gcdbench.api.feedback_log import AskedLog, FeedbackLog
+from gcdbench.api.k_estimator import KEstimate, KEstimator
 from gcdbench.api.loss import LossHook
-from gcdbench.api.method import ClusterInfo, Component, Method, MethodOutput, param
+from gcdbench.api.method import (
+    ClusterInfo,
+    Component,
+    Method,
+    MethodOutput,
+    Resources,
+    param,
+)
 from gcdbench.api.miner import ClusterState, Miner
 from gcdbench.api.query_kind import ChoiceKind, Field, GoldView, QueryKind
 from gcdbench.api.record import SCHEMA_VERSION, ResultRecord
@@ -51,6 +59,8 @@ __all__ = [
     "GcdbenchError",
     "Gold",
     "GoldView",
+    "KEstimate",
+    "KEstimator",
     "LossHook",
     "Method",
     "MethodOutput",
@@ -60,6 +70,7 @@ __all__ = [
     "QueryKind",
     "Register",
     "RemoteFile",
+    "Resources",
     "ResultRecord",
     "RunContext",
     "RunSpec",

@@ -7,7 +7,9 @@ them imports the runner.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -59,6 +61,23 @@ class RunContext(Protocol):
     @property
     def feedback(self) -> FeedbackProvider:
         """The run's feedback provider (methods that list "feedback" in ``uses``)."""
+        ...
+
+    @property
+    def feedback_loaded(self) -> bool:
+        """Whether :attr:`feedback` was built (reading :attr:`feedback` builds it)."""
+        ...
+
+    @property
+    def checkpoint_dir(self) -> Path | None:
+        """Where this run keeps its training checkpoints (a folder named by the run id, kept
+        across a kill and removed once the record is written), or None when it keeps none
+        (docs/resume.md)."""
+        ...
+
+    def note_resumed(self, where: Mapping[str, Any]) -> None:
+        """Record that the run continued from a checkpoint (the record's
+        ``provenance.resumed``); the run's identity and results stay what they are."""
         ...
 
     def leak_novel_examples(self, per_class: int, why: str) -> list[tuple[str, str]]:

@@ -63,6 +63,38 @@ class MethodOutput:
 
 
 @dataclass(frozen=True)
+class Resources:
+    """What one run of a method needs from the machine that runs it: ``--executor ray`` asks
+    Ray for it (``num_cpus``, ``num_gpus``, ``memory``); other executors ignore it. A class
+    declaration, so a preset or ``--param`` never changes it; ``--ray-resources`` overrides it
+    per sweep (docs/cluster.md). Never part of a run's identity: where a run runs does not
+    change its result. ``memory_gb`` None reserves no memory (Ray's own default)."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    memory_gb: float | None = None
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("cpus", self.cpus, "a number > 0", False),
+            ("gpus", self.gpus, "a number >= 0", True),
+            ("memory_gb", self.memory_gb, "a number > 0 or None", False),
+        )
+        for name, value, wanted, zero_ok in checks:
+            if value is None and name == "memory_gb":
+                continue
+            if not _amount(value, zero_ok):
+                raise GcdbenchError(f"resources: {name} must be {wanted}, got {value!r}.")
+
+
+def _amount(value: object, zero_ok: bool) -> bool:
+    """A finite number above zero (or at zero, where ``zero_ok``); never a bool."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return False
+    return value >= 0 if zero_ok else value > 0
+
+
+@dataclass(frozen=True)
 class NoParams:
     """For methods without hyper-parameters."""
 
@@ -90,6 +122,8 @@ class Method(ABC):
     components: ClassVar[tuple[Component, ...]] = ()
     Params: ClassVar[type] = NoParams
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    #: What one run needs (CPUs, GPUs, memory): what ``--executor ray`` reserves per run.
+    resources: ClassVar[Resources] = Resources()
 
     def __init__(self, params: Any, ablations: frozenset[str] = frozenset()) -> None:
         self.params = params
@@ -328,8 +362,17 @@ def _problem(fld: dataclasses.Field[Any], value: Any) -> str | None:
                 f"unknown {rule.registered} {value!r} for parameter {fld.name}; available: "
                 f"{', '.join(known) or 'none registered'}"
             )
-    if _is_number(value) and not _in_bounds(float(value), rule):
+    if _is_number(value) and not _in_bounds(value, rule):
         return f"parameter {fld.name} must be {allowed}, got {_show(value)}"
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and not _INT64[0] <= value <= _INT64[1]
+    ):
+        # NumPy, PyTorch and scikit-learn take C integers: a larger one fails mid-run.
+        digits = str(value)
+        shown = digits if len(digits) <= 30 else f"{digits[:12]}… ({len(digits)} digits)"
+        return f"parameter {fld.name} must fit in 64 bits, got {shown}"
     if rule.check is not None:
         problem = rule.check(value)
         if problem:
@@ -337,8 +380,13 @@ def _problem(fld: dataclasses.Field[Any], value: Any) -> str | None:
     return None
 
 
+#: The integers a parameter may hold: what a C ``int64`` holds.
+_INT64 = (-(2**63), 2**63 - 1)
+
+
 def _in_bounds(x: float, rule: ParamRule) -> bool:
-    if math.isnan(x):
+    # Compared as given: float() of an int past 1e308 (-p n_init=1 and 400 zeros) raises.
+    if isinstance(x, float) and math.isnan(x):
         return False
     return (
         (rule.ge is None or x >= rule.ge)

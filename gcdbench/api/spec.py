@@ -47,6 +47,11 @@ class RunSpec:
     refine: str | None = None
     refine_params: Mapping[str, Any] = field(default_factory=dict)
     refine_version: str = ""
+    # ``--k``: None for the dataset's true K; a fixed K ("50") or "estimate:NAME" with the
+    # estimator's version. Left out of the dict (and so of the hash) when None, so the ids of
+    # runs given the true K do not change.
+    k: str | None = None
+    k_version: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ablations", tuple(sorted(set(self.ablations))))
@@ -58,6 +63,9 @@ class RunSpec:
         out["ablations"] = list(self.ablations)
         if self.refine is None:
             for key in ("refine", "refine_params", "refine_version"):
+                out.pop(key)
+        if self.k is None:
+            for key in ("k", "k_version"):
                 out.pop(key)
         return out
 

@@ -29,6 +29,23 @@ data_dir_option = click.option(
 MAX_SEED = 2**32 - 1
 
 
+#: Ray executor options shared by ``gcdbench run`` and ``gcdbench sweep`` (docs/cluster.md).
+ray_resources_option = click.option(
+    "--ray-resources",
+    "ray_resources",
+    multiple=True,
+    metavar="METHOD=cpus:N,gpus:N,memory_gb:N",
+    help="What one run of METHOD asks Ray for, over the method's own declaration "
+    "(--executor ray; repeatable; env GCDBENCH_RAY_RESOURCES).",
+)
+ray_no_shared_disk_option = click.option(
+    "--ray-no-shared-disk",
+    is_flag=True,
+    help="Ray workers run in stores of their own; this process writes their records and "
+    "ledger rows (env GCDBENCH_RAY_NO_SHARED_DISK=1).",
+)
+
+
 def parse_names(values: tuple[str, ...], name: str, example: str) -> list[str]:
     """Repeated or comma-separated names, in order, without repeats; an empty item fails."""
     out: list[str] = []

@@ -5,22 +5,31 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.table import Table
 
-from gcdbench import paths
-from gcdbench.api.feedback import AskingPolicy, FeedbackEnv
+from gcdbench import paths, registry
+from gcdbench.api.feedback import YES_NO, AskingPolicy, FeedbackEnv
+from gcdbench.api.query_kind import ChoiceKind
 from gcdbench.api.values import NONE_WORDS, parse_value
-from gcdbench.cli.common import console, data_dir_option, parse_params, results_dir_option
+from gcdbench.cli.common import (
+    console,
+    data_dir_option,
+    parse_params,
+    require_text,
+    results_dir_option,
+)
 from gcdbench.cli.llm import ledger_option
 from gcdbench.cli.progress import make_reporter
 from gcdbench.errors import GcdbenchError
 from gcdbench.feedback.bank import KINDS
 from gcdbench.feedback.bank_eval import DESCRIBERS
-from gcdbench.feedback.resolve import option_pairs, resolve_llm
+from gcdbench.feedback.kinds import get_kind
+from gcdbench.feedback.resolve import option_pairs, parse_llm_spec, resolve_llm
 from gcdbench.report.feedback_board import pct
 
 #: GLEAN's default asking policy (its cpu preset): two option orders, confidence 0.8.
@@ -110,9 +119,11 @@ def eval_(
     from gcdbench.runner.feedback_eval import EvalRequest, evaluate
 
     # Everything the user typed is checked before the bank is built or anything is asked.
+    _check_text_options(encoder=encoder, ledger=ledger, results_dir=results_dir, data_dir=data_dir)
     canonical = resolve_llm(llm_spec, option_pairs(llm_options))
     policy = policy_from_pairs(parse_params(ask_pairs, "--ask"), GLEAN_POLICY)
     request = EvalRequest(canonical, policy, tuple(kinds) or KINDS, describer, fusion)
+    check_templates(policy, request.kinds, canonical)
     reporter = make_reporter(quiet)
     built = build_bank(
         dataset,
@@ -149,6 +160,41 @@ def eval_(
     console.print(f"{'wrote' if written else 'already stored (--force re-asks)'}: {path}")
 
 
+def _check_text_options(**values: str | None) -> None:
+    """An option given as ``''`` is a slip, never a request for its default: an empty
+    --results-dir would otherwise write to ./results, an empty --encoder mine with another."""
+    fixes = {
+        "encoder": "name one (e.g. all-MiniLM-L6-v2) or leave --encoder out for the default",
+        "ledger": "pass a file path or leave --ledger out for <cache>/ledger.sqlite",
+        "results_dir": "pass a folder or leave --results-dir out for ./results",
+        "data_dir": "pass a folder or leave --data-dir out",
+    }
+    for key, value in values.items():
+        require_text(value, "--" + key.replace("_", "-"), fixes[key])
+
+
+def check_templates(policy: AskingPolicy, asked: Sequence[str], llm: str) -> None:
+    """The prompt template ``policy`` names exists for every kind ``asked``, and can ask
+    yes/no questions when the policy scores that way: rendering would find out only after
+    the bank is mined. Oracles read no prompt, so for them only the template must exist."""
+    simulated = registry.get("feedback", parse_llm_spec(llm).name).simulated
+    for name in asked:
+        kind = get_kind(name)
+        try:
+            template = kind.template(policy.template)  # an unknown one: the known ones named
+            if policy.scoring == YES_NO and not simulated and isinstance(kind, ChoiceKind):
+                kind.require_yes_no(template)
+        except GcdbenchError as exc:  # the message names the method parameter; here: --ask
+            fix = str(exc).replace("-p prompt_template=", "--ask template=")
+            named = f"template={_shown(policy.template)}" if policy.template else "scoring=yes-no"
+            raise GcdbenchError(f"--ask {named}: {fix}") from None
+        except OSError as exc:  # a name no file may have (too long): no template has it
+            raise GcdbenchError(
+                f"--ask template: no {name} prompt template has that name ({exc.strerror}); "
+                f"use one of {', '.join(kind.templates())}."
+            ) from None
+
+
 def policy_from_pairs(pairs: dict[str, str], base: AskingPolicy) -> AskingPolicy:
     """``--ask KEY=VALUE`` pairs over ``base``, each coerced to its field's type."""
     fields = {f.name: f for f in dataclasses.fields(AskingPolicy)}
@@ -156,8 +202,11 @@ def policy_from_pairs(pairs: dict[str, str], base: AskingPolicy) -> AskingPolicy
     for key, raw in pairs.items():
         if key not in fields:
             raise GcdbenchError(
-                f"--ask {key}: the asking policy has no such field; use one of {', '.join(fields)}."
+                f"--ask {_shown(key)}: the asking policy has no such field; use one of "
+                f"{', '.join(fields)}."
             )
+        if not raw.strip():  # an empty template would silently be the kind's default
+            raise GcdbenchError(f"--ask {key}= is empty; give a value or leave --ask {key} out.")
         default = getattr(base, key)
         declared = str(fields[key].type)
         if raw.strip().lower() in NONE_WORDS and "None" in declared:
@@ -169,6 +218,12 @@ def policy_from_pairs(pairs: dict[str, str], base: AskingPolicy) -> AskingPolicy
         except ValueError as exc:
             raise GcdbenchError(f"--ask {key}={raw!r}: {exc}") from None
     return dataclasses.replace(base, **values)
+
+
+def _shown(text: str) -> str:
+    """``text`` as typed, or quoted and escaped where it holds a character that would break
+    the one-line error (a line or record separator, a control character)."""
+    return text if text.isprintable() else repr(text)
 
 
 def _declared_type(declared: str) -> type:

@@ -31,6 +31,7 @@ _KIND_ALIASES = {
     "query-kinds": "query-kind",
     "kinds": "query-kind",
     "refiners": "refiner",
+    "k-estimators": "k-estimator",
 }
 
 
@@ -66,9 +67,9 @@ def plugins(as_json: bool) -> None:
 )
 def list_(kind: str, name: str | None, as_json: bool, with_params: bool) -> None:
     """List what is registered of KIND: methods, datasets, encoders, miners, feedback,
-    query-kinds, refiners, losses, executors or llms; NAME shows one entry. `gcdbench list
-    methods --params` shows every method's parameter schema (`gcdbench list methods glean
-    --params`: one; refiners too)."""
+    query-kinds, refiners, k-estimators, losses, executors or llms; NAME shows one entry.
+    `gcdbench list methods --params` shows every method's parameter schema (`gcdbench list
+    methods glean --params`: one; refiners too)."""
     if kind not in _KIND_ALIASES:
         raise UnknownNameError("kind", kind, _KIND_ALIASES)
     kind = _KIND_ALIASES[kind]
@@ -142,6 +143,9 @@ def _describe(kind: str, name: str, with_params: bool = False) -> dict[str, obje
         row["templates"] = [
             t + (" (default)" if t == obj.default_template else "") for t in obj.templates()
         ]
+    elif kind == "k-estimator":
+        row["version"] = obj.version
+        row["use"] = f"gcdbench run METHOD --k estimate:{name}"
     elif kind == "dataset":
         row["layout"] = obj.layout
         row["classes"] = obj.num_classes

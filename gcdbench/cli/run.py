@@ -28,6 +28,8 @@ from gcdbench.cli.common import (
     parse_int_ranges,
     parse_names,
     parse_params,
+    ray_no_shared_disk_option,
+    ray_resources_option,
     require_text,
     results_dir_option,
 )
@@ -118,6 +120,15 @@ DEFAULT_MAX_RUNS = 1000
     help="Override a refiner parameter (repeatable).",
 )
 @click.option(
+    "--k",
+    "k",
+    default=None,
+    metavar="true|N|estimate:NAME",
+    help="The number of clusters the method is told: the dataset's true K (default), a fixed "
+    "N, or an estimate from the encoder's features, e.g. estimate:silhouette "
+    "(gcdbench list k-estimators; docs/k-estimation.md).",
+)
+@click.option(
     "--llm",
     default=None,
     metavar="SPEC",
@@ -158,6 +169,9 @@ DEFAULT_MAX_RUNS = 1000
     show_default=True,
     help="Refuse plans (datasets x known ratios x seeds) larger than this.",
 )
+# -- Ray (docs/cluster.md) --
+@ray_resources_option
+@ray_no_shared_disk_option
 def run(
     method: str,
     ablations: tuple[str, ...],
@@ -171,6 +185,7 @@ def run(
     variant: str | None,
     refine: str | None,
     refine_params: tuple[str, ...],
+    k: str | None,
     llm: str | None,
     llm_options: tuple[str, ...],
     llm_offline: bool,
@@ -184,6 +199,8 @@ def run(
     workers: int | None,
     max_runs: int,
     quiet: bool,
+    ray_resources: tuple[str, ...],
+    ray_no_shared_disk: bool,
 ) -> None:
     """Run METHOD and print ACC/ARI/NMI; one record per (dataset, known ratio, seed).
 
@@ -191,12 +208,14 @@ def run(
     naming it and the fix, exit code 2."""
     # Here, not at the top: the runner loads NumPy, pandas and scikit-learn, which
     # `gcdbench --help` would otherwise pay for.
+    from gcdbench.runner.ray_support import executor_options
     from gcdbench.runner.run import RunOptions, execute, run_job
 
     _check_text_options(
         encoder=encoder,
         preset=preset,
         refine=refine,
+        k=k,
         llm_budget=llm_budget,
         ledger=ledger,
         data_dir=data_dir,
@@ -204,6 +223,7 @@ def run(
         executor=executor,
     )
     _check_counts(workers, max_runs)
+    ray_settings = executor_options(executor, ray_resources, ray_no_shared_disk, [method])
     names = parse_names(datasets, "--dataset", "banking or banking,clinc")
     ratios = parse_floats(known_ratios, "--known-ratio")
     seed_ranges = parse_int_ranges(seeds, "--seed")
@@ -228,6 +248,7 @@ def run(
         llm_budget=llm_budget,
         refine=refine,
         refine_overrides=parse_params(refine_params, "--refine-param"),
+        k=k,
     )
     # Absolute, so that workers in other folders (Ray, Slurm) write and read the same places.
     options = RunOptions(
@@ -244,7 +265,7 @@ def run(
         # A single run raises its user errors straight to the one-line handler.
         outcomes = [execute(specs[0], options, make_reporter(quiet))]
     else:
-        pool = executor_cls(workers=workers, on_outcome=_print_outcome)
+        pool = executor_cls(workers=workers, on_outcome=_print_outcome, **ray_settings)
         outcomes = pool.map(partial(run_job, options=options), specs)
     _print_summary(outcomes)
     failed = [o for o in outcomes if o.status in {"failed", "crashed"}]
@@ -298,6 +319,7 @@ def _check_text_options(**values: str | None) -> None:
         "encoder": "name one (e.g. all-MiniLM-L6-v2) or leave --encoder out for the default",
         "preset": "name one the method declares (gcdbench list methods) or leave --preset out",
         "refine": "name a refiner (gcdbench list refiners) or leave --refine out",
+        "k": "pass true, a number or estimate:NAME (gcdbench list k-estimators), or leave it out",
         "llm_budget": "pass e.g. --llm-budget 2000 or 0.50usd, or leave it out",
         "ledger": "pass a file path or leave --ledger out for <cache>/ledger.sqlite",
         "data_dir": "pass a folder or leave --data-dir out",
@@ -379,11 +401,24 @@ def _print_single(outcome: Outcome) -> None:
             table.add_column(_HEADERS[key], justify="right", no_wrap=True)
         table.add_row(*(f"{record.metrics[k]:.2f}" for k in METRIC_KEYS))
         console.print(table)
+        if record.split.get("k"):
+            console.print(k_line(record.split["k"]))
         print_clusters(outcome.record_path)
     if outcome.status == "skipped":
         console.print("[dim]already in the results store; --force re-runs it.[/dim]")
     elif outcome.record_path:
         console.print(f"[dim]record: {outcome.record_path}[/dim]")
+
+
+def k_line(section: dict[str, Any]) -> str:
+    """A ``--k`` run's K as one line: ``K = 66, estimated by elbow (true K 77)``."""
+    if "fixed" in section:
+        return f"K = {section['fixed']}, fixed by --k (true K {section['true']})"
+    clamped = f", clamped from {section['unclamped']}" if "unclamped" in section else ""
+    return (
+        f"K = {section['estimated']}, estimated by {section['estimator']}{clamped} "
+        f"(true K {section['true']})"
+    )
 
 
 def _record(outcome: Outcome) -> ResultRecord | None:

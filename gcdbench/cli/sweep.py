@@ -24,6 +24,7 @@ from rich.table import Table
 
 from gcdbench import paths, registry
 from gcdbench.api.executor import Outcome, check_workers
+from gcdbench.api.k_estimator import ESTIMATE_PREFIX, parse_k
 from gcdbench.api.spec import RunSpec
 from gcdbench.cli.common import (
     console,
@@ -33,6 +34,8 @@ from gcdbench.cli.common import (
     parse_floats,
     parse_int_ranges,
     parse_names,
+    ray_no_shared_disk_option,
+    ray_resources_option,
     require_text,
     results_dir_option,
 )
@@ -75,6 +78,7 @@ PLAN_WORDS = {
     "--llm-budget": "llm_budget",
     "--refine": "refine",
     "--refine-param": "refine_params",
+    "--k": "k",
     "--param": "params",
     "-p": "params",
     "--data-dir": "data_dir",
@@ -110,6 +114,8 @@ plan_argument = click.argument("plan_file", metavar="PLAN.toml")
 @click.option("--dry-run", is_flag=True, help="Print every spec and its state; run nothing.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display; the summary still prints.")
 @click.option("--no-download", is_flag=True, help="Never download data; fail if it is missing.")
+@ray_resources_option
+@ray_no_shared_disk_option
 def sweep(
     plan_file: str,
     executor: str,
@@ -120,6 +126,8 @@ def sweep(
     dry_run: bool,
     quiet: bool,
     no_download: bool,
+    ray_resources: tuple[str, ...],
+    ray_no_shared_disk: bool,
 ) -> None:
     """Run every spec of PLAN.toml that has no current record (docs/sweeps.md).
 
@@ -131,6 +139,11 @@ def sweep(
     plan = load_plan(Path(plan_file))
     planned = expand(plan)
     executor_cls = registry.get("executor", executor)
+    from gcdbench.runner.ray_support import executor_options
+
+    ray_settings = executor_options(
+        executor, ray_resources, ray_no_shared_disk, sorted({p.spec.method for p in planned})
+    )
     where = _locations(plan, results_dir, data_dir)
     reader = StatusReader(where.results, where.data)
     statuses = reader.statuses([p.spec for p in planned])
@@ -141,7 +154,7 @@ def sweep(
     to_run = [s.spec for s in statuses if _runs(s, retry_failed)]
     _print_start(plan, statuses, to_run, retry_failed)
     if to_run:
-        _run(plan, where, executor_cls, workers, to_run, quiet, no_download)
+        _run(plan, where, executor_cls, workers, to_run, quiet, no_download, ray_settings)
     final = reader.statuses([p.spec for p in planned])
     _print_table(planned, final)
     _print_lists(final, reader.notes)
@@ -189,6 +202,7 @@ def expand(plan: Plan) -> list[PlannedRun]:
                     )
                 seen[spec.hash] = where
                 label = spec.label + (f" [{spec.preset}]" if spec.preset else "")
+                label += f" [{parse_k(spec.k).label}]" if spec.k else ""
                 if entry.name in repeated:
                     label += f" #{entry.index}"
                 planned.append(PlannedRun(spec, label))
@@ -287,7 +301,18 @@ def _request(entry: MethodEntry, uses: Sequence[str]) -> dict[str, Any]:
         "llm_budget": entry.llm_budget if asks or "llm_budget" in own else None,
         "refine": entry.refine,
         "refine_overrides": dict(entry.refine_params),
+        "k": _k_for(entry, uses),
     }
+
+
+def _k_for(entry: MethodEntry, uses: Sequence[str]) -> str | None:
+    """A top-level ``k = "estimate:NAME"`` reaches only methods that embed texts (estimators
+    read the encoder's features), as a top-level llm reaches only methods that ask; a fixed K
+    reaches every method, and a k the entry sets itself is checked as ``--k`` is."""
+    estimates = entry.k is not None and entry.k.strip().startswith(ESTIMATE_PREFIX)
+    if estimates and "k" not in entry.explicit and "encoder" not in uses:
+        return None
+    return entry.k
 
 
 def _ablation_key(entry: MethodEntry, ablation: tuple[str, ...]) -> str:
@@ -339,6 +364,7 @@ def _run(
     specs: list[RunSpec],
     quiet: bool,
     no_download: bool,
+    ray_settings: dict[str, Any],
 ) -> None:
     from gcdbench.runner.run import RunOptions
     from gcdbench.runner.store import ResultsStore
@@ -362,7 +388,7 @@ def _run(
 
     # Before the store is touched: an executor that cannot start (Ray not installed) is a
     # one-line error with nothing written.
-    pool = executor_cls(workers=workers, on_outcome=report)
+    pool = executor_cls(workers=workers, on_outcome=report, **ray_settings)
     ResultsStore(options.results_dir).check_writable()
     with reporter.task(f"sweep {plan.path.name}", total=len(specs)) as step:
         steps.append(step)

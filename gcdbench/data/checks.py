@@ -69,6 +69,7 @@ def check_dataset(
     issues: list[DataIssue] = [
         *_unverified_files(parts, definition),
         *_identical_texts(parts),
+        *_too_few_test_texts(parts),
         *_empty_texts(parts),
         *_conflicting_labels(parts),
         *_small_classes(parts),
@@ -206,6 +207,29 @@ def _identical_texts(parts: DatasetParts) -> list[DataIssue]:
             "split keeps every copy, so these classes are trivially one cluster and inflate "
             "the scores; give them real examples or drop the copies",
             {"classes": uniform[:MAX_DETAILS]},
+        )
+    ]
+
+
+def _too_few_test_texts(parts: DatasetParts) -> list[DataIssue]:
+    """Every method is scored by placing the test texts into K clusters (K-means on them in
+    the official protocol), so fewer test texts than classes cannot be scored at all: the
+    run would crash mid-way, after its split was written."""
+    n, k = len(parts.test), len(parts.classes)
+    if n >= k:
+        return []
+    if parts.protocol.get("partition") == "single-jsonl-v1":
+        fix = f"add rows (a class needs {ceil(1 / TEST_FRACTION)} to reach test)"
+    else:
+        fix = f"add rows to {parts.test.file.name}"
+    return [
+        DataIssue(
+            "too-few-test-texts",
+            "error",
+            f"the test part of {parts.name!r} has {_rows_of(n, 'texts')}, fewer than its {k} "
+            "classes, so no method can place them into K clusters and a run would measure "
+            f"nothing; {fix}, or drop classes (and lower num_classes)",
+            {"test_texts": n, "classes": k},
         )
     ]
 

@@ -7,6 +7,11 @@ reply goes into the ledger, in its own transaction, as soon as the backend hands
 run killed mid-batch loses no answer it was sent. Each query's prompts are then combined into
 one answer as its asking policy says. Answers that are not usable say why in
 ``Answer.status``; the run's record counts each status per kind.
+
+A question whose request failed every retry has status "error"; it is counted, never stored,
+and asked again next time. With a failure budget (``--llm-option max_failures=N``) the run
+stops with one line once more than N questions have ended so, after the batch that crossed
+it: an endpoint that is down does not turn a run into a record of errors.
 """
 
 from __future__ import annotations
@@ -70,6 +75,7 @@ class LLMFeedbackProvider(FeedbackProvider):
         offline: bool = False,
         run_hash: str = "",
         spec: str = "",
+        max_failures: int | None = None,
     ) -> None:
         if offline and ledger is None:
             raise GcdbenchError("--llm-offline replays the ledger, so it needs one; drop it.")
@@ -80,6 +86,8 @@ class LLMFeedbackProvider(FeedbackProvider):
         self.run_hash = run_hash
         self.spec = spec
         self.stats = FeedbackStats(budget=budget)
+        self.max_failures = max_failures  # None: record every error and go on
+        self.failed_questions = 0
         self.templates: dict[str, str] = {}
         # What answers, without anything secret, as ledger keys and records hold it.
         self.identity = {
@@ -124,7 +132,25 @@ class LLMFeedbackProvider(FeedbackProvider):
             stats.queries += 1
             stats.statuses[answer.status] += 1
             answers.append(answer)
+        self._spend_failure_budget(answers)
         return answers
+
+    def _spend_failure_budget(self, answers: Sequence[Answer]) -> None:
+        """Stop the run once more questions than the budget allows have ended in error.
+        Checked after the batch, when every reply it got is already in the ledger."""
+        errors = [a for a in answers if a.status == ERROR]
+        self.failed_questions += len(errors)
+        if self.max_failures is None or self.failed_questions <= self.max_failures:
+            return
+        where = self.identity.get("host") or self.identity.get("model") or self.backend.name
+        last = " ".join(errors[-1].raw.split())[:200] if errors else "in an earlier batch"
+        raise GcdbenchError(
+            f"{self.failed_questions} questions to {where} ended in error after every retry, "
+            f"more than the failure budget --llm-option max_failures={self.max_failures} "
+            f"(last error: {last}); answers already received are kept in the ledger and are "
+            "not asked again: fix the endpoint and run the same command, or raise the budget, "
+            f"e.g. --llm-option max_failures={2 * self.failed_questions}."
+        )
 
     def _fetch(
         self, asks: list[Ask], n_queries: int, *, report: bool

@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gcdbench.errors import GcdbenchError
+from gcdbench.llm import cluster_limit
 from gcdbench.llm.api import Backend, BackendFactory, ChatRequest, ChatResult, label_logprobs
 from gcdbench.llm.options import BackendOptions
 
@@ -243,7 +244,10 @@ class OpenAICompatibleBackend(Backend):
             mode, logprobs = self.structured, self.logprobs_ok
             kwargs = self._request_kwargs(request)
             try:
-                response = await client.chat.completions.create(**kwargs)
+                # one slot of the sweep-wide limit per attempt (docs/cluster.md); a no-op
+                # when no GCDBENCH_LLM_CLUSTER_* limit is set
+                async with cluster_limit.slot(self.timeout_s):
+                    response = await client.chat.completions.create(**kwargs)
             except openai.APIStatusError as exc:
                 # A server that does not know a structured-output form or logprobs refuses the
                 # request (400/422, or 500 from llama.cpp's server): step down once, remember
@@ -362,6 +366,7 @@ class OpenAICompatibleFactory(BackendFactory):
         base_url = opts.text("base_url") or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL
         key_env = opts.text("api_key_env", "OPENAI_API_KEY") or "OPENAI_API_KEY"
         api_key = os.environ.get(key_env, "")
+        cluster_limit.limit_from_env()  # a bad limit stops here, not as failed requests
         if not api_key:
             if urlsplit(base_url).hostname == "api.openai.com":
                 raise GcdbenchError(

@@ -5,6 +5,7 @@ it)."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
@@ -51,6 +52,10 @@ class RunContext:
     leaked: list[str] = field(default_factory=list)
     # Every backbone handed out by load_backbone: what the record says was fine-tuned.
     backbones: list[dict[str, Any]] = field(default_factory=list)
+    # Training checkpoints of this run (docs/resume.md); None: the run keeps none.
+    checkpoint_dir: Path | None = None
+    # Where the run continued from a checkpoint: the record's provenance.resumed.
+    resumed: list[dict[str, Any]] = field(default_factory=list)
     _encoder: Encoder | None = None
     _feedback: FeedbackProvider | None = None
 
@@ -143,6 +148,15 @@ class RunContext:
     def feedback_loaded(self) -> bool:
         return self._feedback is not None
 
+    def note_resumed(self, where: Mapping[str, Any]) -> None:
+        self.resumed.append(dict(where))
+
+    def discard_checkpoints(self) -> None:
+        """Remove the run's checkpoints once its record is written: nothing is left to
+        resume, and a later ``--force`` starts over."""
+        if self.checkpoint_dir is not None:
+            shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+
     def embed(self, part: TaskPart, encoder: Encoder | None = None) -> np.ndarray:
         """Features of ``part``'s rows, computed once per (encoder, data file) and cached."""
         encoder = encoder or self.encoder
@@ -171,6 +185,8 @@ class RunContext:
         }
         if self.leaked:
             out["leaks_labels"] = list(self.leaked)
+        if self.resumed:
+            out["resumed"] = [dict(r) for r in self.resumed]
         return out
 
 
@@ -186,13 +202,15 @@ def build_context(
     features: FeatureCache | None = None,
     novel_dev_examples: Callable[[int], list[tuple[str, str]]] | None = None,
     gold_labels: Callable[[str], np.ndarray] | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> RunContext:
     """The context of one run of ``spec`` by a method that declares ``uses``.
 
     The encoder is the one ``spec.encoder`` names (checked now, built on first use), or
     ``encoder`` when given (an object, for checks that need no model); a method that
     declares no encoder gets none. Feedback comes from ``spec.llm`` through
-    ``feedback_env`` when the method asks for it.
+    ``feedback_env`` when the method asks for it. Training methods checkpoint into
+    ``checkpoint_dir`` (:func:`checkpoint_folder`) when given.
     """
     from gcdbench.encoders import encoder_factory
 
@@ -218,7 +236,24 @@ def build_context(
         feedback_factory=feedback_factory,
         novel_dev_examples=novel_dev_examples,
         gold_labels=gold_labels,
+        checkpoint_dir=checkpoint_dir,
     )
+
+
+#: Under the results store: training checkpoints, one folder per run id (docs/resume.md).
+CHECKPOINTS = ".checkpoints"
+
+
+def checkpoint_folder(results_root: Path, run_id: str, *, fresh: bool = False) -> Path:
+    """``<results>/.checkpoints/<run id[:16]>/``: where a run's training checkpoints live,
+    named by its run id so a changed spec, data or engine never resumes another run's. Not
+    the scratch folder, which the store empties on every open. ``fresh`` (``--force``)
+    drops what a previous attempt left. Created when the first checkpoint is written; call
+    holding the run's lock."""
+    folder = results_root / CHECKPOINTS / run_id[:16]
+    if fresh:
+        shutil.rmtree(folder, ignore_errors=True)
+    return folder
 
 
 def _given(encoder: Encoder) -> Encoder:
@@ -236,5 +271,6 @@ __all__ = [
     "RunContext",
     "answers_reported_to",
     "build_context",
+    "checkpoint_folder",
     "report_answers",
 ]

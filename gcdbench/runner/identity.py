@@ -8,7 +8,7 @@ identity adds what the spec cannot know until the data and the installed code ar
 * ``data_files``: the sha256 of every file read (label names included: LLM prompts show them);
 * ``engine_version``: gcdbench's result-shaping code (:mod:`gcdbench.engine`);
 * ``plugins``: distribution and version of each plugin involved (method, dataset, encoder,
-  feedback provider);
+  feedback provider, refiner and K estimator where the run has one);
 * ``models``: the encoder's weight fingerprint, and the weights hash of an LLM given as a
   local file or folder (packaged and API models are named by the spec itself).
 
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from gcdbench import registry
+from gcdbench.api.k_estimator import parse_k
 from gcdbench.api.record import ResultRecord
 from gcdbench.api.spec import RunSpec, canonical_json, sha256_hex
 from gcdbench.engine import ENGINE_VERSION
@@ -72,6 +73,11 @@ def _plugin_roles(spec: RunSpec) -> dict[str, tuple[str, str]]:
     roles = {"method": ("method", spec.method), "dataset": ("dataset", spec.dataset)}
     if spec.refine:
         roles["refiner"] = ("refiner", spec.refine)
+    estimator = _k_estimator(spec)
+    # Registered whenever a run starts; a record read after the estimator was uninstalled
+    # is stale for that reason (stale_reasons), not an error here.
+    if estimator and estimator in registry.names("k-estimator"):
+        roles["k-estimator"] = ("k-estimator", estimator)
     if spec.encoder and spec.encoder.partition(":")[0] in registry.names("encoder"):
         roles["encoder"] = ("encoder", spec.encoder.partition(":")[0])
     if spec.llm:
@@ -80,6 +86,11 @@ def _plugin_roles(spec: RunSpec) -> dict[str, tuple[str, str]]:
             if name in registry.names(kind):
                 roles["llm"] = (kind, name)
     return roles
+
+
+def _k_estimator(spec: RunSpec) -> str | None:
+    """The K estimator a spec names (``--k estimate:NAME``), else None."""
+    return parse_k(spec.k).estimator if spec.k else None
 
 
 def plugin_versions(spec: RunSpec) -> dict[str, str]:
@@ -159,6 +170,15 @@ def stale_reasons(record: ResultRecord, *, check_data: bool = True) -> list[str]
         else:
             if refiner != spec.refine_version:
                 reasons.append(f"refiner version {spec.refine_version} (installed: {refiner})")
+    estimator = _k_estimator(spec)
+    if estimator:
+        try:
+            installed_k = registry.get("k-estimator", estimator).version
+        except GcdbenchError:
+            reasons.append(f"K estimator {estimator!r} is not installed")
+        else:
+            if installed_k != spec.k_version:
+                reasons.append(f"K estimator version {spec.k_version} (installed: {installed_k})")
     with contextlib.suppress(GcdbenchError):
         now = plugin_versions(spec)
         for role, version in sorted(dict(identity.get("plugins", {})).items()):

@@ -31,7 +31,7 @@ VARIANTS = ("paper", "official")
 #: Keys that may stand in [axes] and, overriding it, in a [[methods]] entry.
 AXIS_KEYS = ("datasets", "known_ratios", "seeds", "labeled_ratio")
 #: Keys that set a default for every run (a [[methods]] entry may override each).
-DEFAULT_KEYS = ("encoder", "llm", "llm_options", "llm_budget")
+DEFAULT_KEYS = ("encoder", "llm", "llm_options", "llm_budget", "k")
 TOP_KEYS = (
     "results_dir",
     "data_dir",
@@ -83,6 +83,7 @@ class MethodEntry:
     llm: str | None = None
     llm_options: Mapping[str, str] = field(default_factory=dict)
     llm_budget: str | None = None
+    k: str | None = None  # as --k: "true", "50" or "estimate:NAME"
     #: The DEFAULT_KEYS this entry set itself (a top-level default applies only where the
     #: method can use it; an explicit value must fit the method).
     explicit: frozenset[str] = frozenset()
@@ -222,6 +223,7 @@ class _Reader:
             llm=self.optional_text(*self.default(entry, defaults, "llm", prefix)),
             llm_options=self.pairs(*self.default(entry, defaults, "llm_options", prefix, {})),
             llm_budget=self.budget(*self.default(entry, defaults, "llm_budget", prefix)),
+            k=self.k_value(*self.default(entry, defaults, "k", prefix)),
             explicit=frozenset(k for k in DEFAULT_KEYS if k in entry),
         )
 
@@ -264,6 +266,18 @@ class _Reader:
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value)  # llm_budget = 2000, as --llm-budget 2000
         return self.optional_text(value, key)
+
+    def k_value(self, value: Any, key: str) -> str | None:
+        """``k = 50`` as ``--k 50``; a string as typed (``"estimate:silhouette"``)."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        if value is None or isinstance(value, str):
+            return self.optional_text(value, key)
+        raise self.fail(
+            key,
+            f"must be a string or an integer, got {_kind(value)}; e.g. "
+            'k = "estimate:silhouette" or k = 50',
+        )
 
     def variant(self, value: Any, key: str) -> str | None:
         if value is None or value in VARIANTS:

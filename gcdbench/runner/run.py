@@ -10,7 +10,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -23,6 +23,7 @@ from gcdbench import registry
 from gcdbench.api.dataset import DatasetParts
 from gcdbench.api.executor import Outcome
 from gcdbench.api.feedback import FeedbackEnv
+from gcdbench.api.k_estimator import KChoice, KEstimator, parse_k
 from gcdbench.api.method import Method, MethodOutput, params_dict
 from gcdbench.api.record import ResultRecord
 from gcdbench.api.refiner import Refiner
@@ -44,7 +45,7 @@ from gcdbench.feedback.resolve import resolve_llm
 from gcdbench.metrics import evaluate, hungarian_mapping
 from gcdbench.report.feedback_quality import score_feedback_log
 from gcdbench.runner import provenance
-from gcdbench.runner.context import Reporter, build_context
+from gcdbench.runner.context import Reporter, RunContext, build_context, checkpoint_folder
 from gcdbench.runner.identity import run_identity
 from gcdbench.runner.store import ResultsStore
 
@@ -77,6 +78,7 @@ def resolve_spec(
     llm_budget: str | None = None,
     refine: str | None = None,
     refine_overrides: Mapping[str, Any] | None = None,
+    k: str | None = None,
 ) -> RunSpec:
     """Validate a request and pin every value that shapes the result."""
     method_cls: type[Method] = registry.get("method", method)
@@ -84,11 +86,12 @@ def resolve_spec(
     definition = registry.get("dataset", dataset)
     check_ratio("--known-ratio", known_ratio)
     check_ratio("--labeled-ratio", labeled_ratio)
-    check_known_classes(definition.num_classes, known_ratio)
+    num_known = check_known_classes(definition.num_classes, known_ratio)
+    k_choice, k_version = _resolve_k(method_cls, refiner_cls, k, num_known)
     method_cls.expand_ablations(list(ablations))
     params = method_cls.resolve_params(preset, dict(overrides or {}))
     # Rules that depend on the dataset's number of classes (e.g. GLEAN's options <= K).
-    method_cls.cross_check(params, definition.num_classes)
+    method_cls.cross_check(params, k_choice.fixed or definition.num_classes)
     if "encoder" in _uses(method_cls, refiner_cls):
         encoder = encoder or DEFAULT_ENCODER
         # An unknown name, missing model packages or folder, or a hub id this machine cannot
@@ -119,6 +122,8 @@ def resolve_spec(
         refine=refine,
         refine_params=params_dict(refine_params) if refiner_cls else {},
         refine_version=refiner_cls.version if refiner_cls else "",
+        k=k_choice.spec_value,
+        k_version=k_version,
     )
 
 
@@ -141,6 +146,27 @@ def _resolve_refiner(
     params = refiner_cls.resolve_params(dict(overrides or {}))
     refiner_cls.cross_check(params)
     return refiner_cls, params
+
+
+def _resolve_k(
+    method_cls: type[Method], refiner_cls: type[Refiner] | None, k: str | None, num_known: int
+) -> tuple[KChoice, str]:
+    """``--k`` checked, and the version of the estimator it names ("" for none)."""
+    choice = parse_k(k)
+    if choice.fixed is not None and choice.fixed < num_known:
+        raise GcdbenchError(
+            f"--k {choice.fixed} is fewer clusters than the {num_known} known classes; pass "
+            f"--k {num_known} or more, or estimate:NAME (gcdbench list k-estimators)."
+        )
+    if choice.estimator is None:
+        return choice, ""
+    estimator: KEstimator = registry.get("k-estimator", choice.estimator)
+    if "encoder" not in _uses(method_cls, refiner_cls):
+        raise GcdbenchError(
+            f"--k estimate:{choice.estimator} reads the encoder's features, and method "
+            f"{method_cls.name!r} uses no encoder; pass a fixed --k N or drop --k."
+        )
+    return choice, estimator.version
 
 
 def _uses(method_cls: type[Method], refiner_cls: type[Refiner] | None) -> tuple[str, ...]:
@@ -229,7 +255,12 @@ def _execute(spec: RunSpec, options: RunOptions, reporter: Reporter, held: ExitS
             reporter=reporter,
             novel_dev_examples=partial(_novel_dev_examples, parts, split.known_classes),
             gold_labels=partial(_gold_labels, gold),
+            # Kept across a kill, named by the run id; --force starts the training over.
+            checkpoint_dir=checkpoint_folder(store.root, identity.run_id, fresh=options.force),
         )
+        # --k: from here the method sees the fixed or estimated K as `task.num_classes`;
+        # metrics, predictions and the record's split still read the gold classes.
+        task, k_section = _task_with_k(spec, task, ctx)
         reporter.message(f"running {spec.label} (seed {spec.seed})")
         unrefined = None
         try:
@@ -279,6 +310,8 @@ def _execute(spec: RunSpec, options: RunOptions, reporter: Reporter, held: ExitS
             "num_dev": len(task.dev),
             "num_test": len(task.test),
             "known_classes": list(split.known_classes),
+            # Only for --k runs, so the records of runs given the true K are as before.
+            **({"k": k_section} if k_section is not None else {}),
         },
         data={
             "dataset": spec.dataset,
@@ -328,6 +361,7 @@ def _execute(spec: RunSpec, options: RunOptions, reporter: Reporter, held: ExitS
         identity=identity.to_dict(),
     )
     path = store.write(record, predictions)
+    ctx.discard_checkpoints()
     return Outcome(spec, "done", str(path))
 
 
@@ -386,6 +420,44 @@ def _novel_dev_examples(
 
 def _gold_labels(gold: Gold, part: str) -> np.ndarray:
     return gold.train_y if part == "train" else gold.test_y
+
+
+def _task_with_k(
+    spec: RunSpec, task: GCDTask, ctx: RunContext
+) -> tuple[GCDTask, dict[str, Any] | None]:
+    """The task the method gets under ``--k``, and the record's ``split.k``: the true K and
+    the fixed one, or the estimate with the estimator's details. An estimate is read off the
+    frozen encoder's features of the training pool, drawing only from the ``k-estimate``
+    stage; one outside [max(2, known classes), rows] is clamped, the record keeping both."""
+    choice = parse_k(spec.k)
+    if choice.is_true:
+        return task, None
+    low, high = max(2, task.num_known), min(len(task.train), len(task.test))
+    section: dict[str, Any] = {"true": task.num_classes}
+    if choice.fixed is not None:
+        if choice.fixed > high:
+            raise GcdbenchError(
+                f"--k {choice.fixed} is more clusters than this split has texts ({high} in the "
+                f"smaller of train and test); pass --k {high} or fewer."
+            )
+        k = section["fixed"] = choice.fixed
+    else:
+        name = str(choice.estimator)
+        estimator: KEstimator = registry.get("k-estimator", name)
+        with ctx.reporter.stage(f"estimate K: {name}"), ctx.timed("k_estimate"):
+            estimate = estimator.estimate(ctx.embed(task.train), task, ctx.rng("k-estimate"))
+        raw = estimate.k
+        if isinstance(raw, bool) or not isinstance(raw, int | np.integer):
+            raise GcdbenchError(
+                f"K estimator {name!r} returned k = {raw!r}, not a whole number; fix the plugin."
+            )
+        k = min(max(int(raw), low), high)
+        section.update(estimated=k, estimator=name, version=spec.k_version)
+        if k != raw:
+            section["unclamped"] = int(raw)
+        section["details"] = dict(estimate.details)
+    ctx.reporter.message(f"K = {k} for the method (true K {task.num_classes}; --k {spec.k})")
+    return replace(task, num_classes=k), section
 
 
 def _check_output(output: MethodOutput, task: GCDTask, spec: RunSpec) -> None:

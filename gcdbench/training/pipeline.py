@@ -14,6 +14,7 @@ import torch
 from gcdbench.api.task import GCDTask
 from gcdbench.api.toolkit import kmeans
 from gcdbench.training.backbone import TextBackbone
+from gcdbench.training.checkpoint import round_checkpoints, rounds_inputs
 from gcdbench.training.heads import ProjectionHead
 from gcdbench.training.mode_base import TrainingMode
 from gcdbench.training.modes import make_mode
@@ -141,6 +142,10 @@ def train_and_cluster(
     k = resolve_topk(params.k, task.dataset, len(task.train))
     with isolated_torch_rng(ctx.rng("torch")):
         setup = prepare_training(task, ctx, params, method, with_mtp=with_mtp)
+    # After every round, when the run keeps checkpoints (docs/resume.md).
+    checkpoints = round_checkpoints(
+        ctx, hook, rounds_inputs(task, params, method, k=k, ce=ce, align_weight=align_weight)
+    )
     # The rounds get torch's global generator (head and classifier initialisation, dropout)
     # seeded from their own stage: pre-training draws from it on a cache miss and not on a
     # hit, and neither may shift what the rounds draw.
@@ -157,6 +162,7 @@ def train_and_cluster(
                 ce=ce,
                 align_weight=align_weight,
                 reporter=ctx.reporter,
+                checkpoints=checkpoints,
             )
         with ctx.timed("encode_test"), ctx.reporter.stage("encode test"):
             features = test_features(setup, task.test.texts, result.head)

@@ -36,12 +36,18 @@ from gcdbench.api.progress import Reporter
 from gcdbench.api.task import GCDTask
 from gcdbench.api.toolkit import l2_normalise
 from gcdbench.errors import GcdbenchError
+from gcdbench.training.checkpoint import (
+    ResumableBatches,
+    RoundCheckpoints,
+    RoundParts,
+    RoundProgress,
+)
 from gcdbench.training.heads import KnownClassifier, ProjectionHead
 from gcdbench.training.loss_terms import DEFAULT_LOSSES, LossTerm, resolve_terms
 from gcdbench.training.losses import neighbour_adjacency, weighted_sum
 from gcdbench.training.mining import cluster_state
 from gcdbench.training.mode_base import TrainingMode
-from gcdbench.training.optim import cycling_batches, make_optimisation, steps_per_epoch
+from gcdbench.training.optim import make_optimisation, steps_per_epoch
 from gcdbench.training.params import RoundParams
 from gcdbench.training.plan import RoundHook, RoundPlan
 from gcdbench.training.seeding import generator_for
@@ -66,6 +72,7 @@ def run_rounds(
     ce: bool = True,
     align_weight: float | None = None,
     reporter: Reporter | None = None,
+    checkpoints: RoundCheckpoints | None = None,
 ) -> LoopResult:
     """Train ``mode``'s trainable part (plus a new head and classifier) for ``params.epochs``
     epochs, re-clustering every ``params.update_per_epoch`` epochs.
@@ -74,6 +81,10 @@ def run_rounds(
     field); ``ce=False`` leaves ``ce`` out and ``align_weight`` sets the weight of
     ``align``, adding it when ``losses`` does not list it (see
     :func:`gcdbench.training.loss_terms.resolve_terms`).
+
+    With ``checkpoints`` the loop saves itself after every round and, when a checkpoint of
+    this loop exists, continues from it: the result is the uninterrupted one
+    (:mod:`gcdbench.training.checkpoint`).
     """
     reporter = reporter or Reporter()
     all_terms = resolve_terms(
@@ -98,15 +109,20 @@ def run_rounds(
     generator = generator_for(rng, device)
     labeled_y = torch.as_tensor(task.labeled_y, dtype=torch.long)
     # The official code sizes the labeled CE batches with the pre-training batch size (§11.20).
-    labeled_batches = cycling_batches(task.num_labeled, params.pretrain_batch_size, rng)
-    rounds: list[dict[str, Any]] = []
-    state: ClusterState | None = None
-    plan = RoundPlan()
+    labeled_batches = ResumableBatches(task.num_labeled, params.pretrain_batch_size, rng)
     n_rounds = math.ceil(params.epochs / params.update_per_epoch)
+    parts = RoundParts(
+        mode, head, classifier, optimisation, rng, generator, labeled_batches, hooks, hook
+    )
+    progress = (checkpoints.restore(parts, n_rounds) if checkpoints else None) or RoundProgress(
+        [], None, 0
+    )
+    rounds, state = progress.rounds, progress.state
+    plan = RoundPlan()
     # The open round's progress stages ("round i/n: train" and its steps) close when the
     # next round begins, or when the loop ends.
     with ExitStack() as round_scope:
-        for epoch in range(params.epochs):
+        for epoch in range(progress.next_epoch, params.epochs):
             if epoch % params.update_per_epoch == 0:
                 round_scope.close()
                 round_scope.enter_context(reporter.stage(f"round {len(rounds) + 1}/{n_rounds}"))
@@ -176,8 +192,17 @@ def run_rounds(
             reporter.message(
                 f"epoch {epoch + 1}/{params.epochs}: {rounds[-1]['epochs'][-1]['loss']}"
             )
+            if checkpoints is not None and _round_ends(epoch, params):
+                checkpoints.save(parts, RoundProgress(rounds, state, epoch + 1))
+    if checkpoints is not None:
+        checkpoints.finish(epochs_trained=params.epochs - progress.next_epoch)
     mode.eval()
     return LoopResult(head.eval(), rounds, state)
+
+
+def _round_ends(epoch: int, params: RoundParams) -> bool:
+    """Whether ``epoch`` is the last of its round (the next one re-clusters, or none is left)."""
+    return (epoch + 1) % params.update_per_epoch == 0 or epoch + 1 == params.epochs
 
 
 def _begin_round(

@@ -30,6 +30,7 @@ from gcdbench.api import (
     param,
     training,
 )
+from gcdbench.api.k_estimator import count_large_clusters
 from gcdbench.api.toolkit import fit_kmeans, hungarian_mapping
 
 if TYPE_CHECKING:
@@ -127,16 +128,9 @@ def estimate_k_by_cluster_size(
 ) -> int:
     """DeepAligned's estimate of the number of clusters: K-means with ``k_max`` clusters
     (``k_max`` = factor · K, deliberately too many), then drop every cluster smaller than the
-    mean size N / k_max; K̂ = the clusters that remain. A real category fills about one
-    cluster of average size or more, while surplus clusters are split-off fragments."""
-    n = len(features)
-    if not 1 <= k_max <= n:
-        raise ValueError(f"k_max = {k_max} clusters need 1 to {n} rows")
-    labels = fit_kmeans(np.asarray(features), k_max, seed, n_init=n_init).labels
-    sizes = np.bincount(labels, minlength=k_max)
-    threshold = n / k_max
-    # The largest cluster is never below the mean size, so at least one cluster survives.
-    return int((sizes[sizes > 0] >= threshold).sum())
+    mean size N / k_max; K̂ = the clusters that remain. The count is the API's, which the
+    ``cluster-size`` K estimator (``--k estimate:cluster-size``) runs too."""
+    return count_large_clusters(features, k_max, seed, n_init=n_init).k
 
 
 def align_to_previous(

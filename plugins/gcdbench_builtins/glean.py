@@ -271,6 +271,15 @@ class GleanRounds:
             else None
         )
 
+    def checkpoint_state(self) -> Any:
+        """What later rounds need from earlier ones, for round checkpoints (docs/resume.md):
+        the feedback log. Each round's generators are keyed by its index, and the fusion
+        is fitted anew each round."""
+        return self.asker.log
+
+    def restore_checkpoint_state(self, state: Any) -> None:
+        self.asker.log = state
+
     def __call__(self, state: ClusterState, index: int, texts: Any) -> training.RoundPlan:
         rng = self.ctx.rng(f"glean-round-{index}")
         budget = min(self.params.query_samples, state.size)
