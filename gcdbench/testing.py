@@ -163,6 +163,10 @@ def method_checks(
                 method_cls,
                 f"`uses` names unknown kinds {sorted(unknown_kinds)}; use {sorted(KINDS)}",
             )
+        if method_cls.trains_encoder and "encoder" not in method_cls.uses:
+            raise _fail(
+                method_cls, "a method that trains its encoder must list 'encoder' in `uses`"
+            )
         if "feedback" in method_cls.uses and not method_cls.asks:
             raise _fail(method_cls, "a feedback method must list the query kinds it asks in `asks`")
         unregistered = [k for k in method_cls.asks if k not in registry.names("query-kind")]
@@ -215,6 +219,14 @@ def method_checks(
             ctx = _context(method_cls, params, seed, parts, encoder, Path(tmp), gold, spec)
             try:
                 output = method_cls(params, ablations).run(task, ctx)
+                if ctx.backbones and not method_cls.fine_tunes_encoder(ablations):
+                    # The runner checks the encoder has weights only for methods that say
+                    # they train it; an undeclared one fails mid-run, after the split.
+                    raise _fail(
+                        method_cls,
+                        "it fine-tuned the encoder (ctx.load_backbone) but does not declare "
+                        "`trains_encoder = True`",
+                    )
                 if expect_errors and ctx.feedback_loaded:
                     _check_errors_counted(method_cls, ctx.feedback.describe())
             finally:

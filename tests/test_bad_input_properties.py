@@ -16,9 +16,8 @@ stop was reached, so a property also asserts that valid input is accepted and th
 that is surely wrong is refused by the checks, not by the stop.
 
 ``HYPOTHESIS_PROFILE=soak`` multiplies every property's examples by 20 (benchmarks).
-Known bugs in files this test may not fix are pinned by strict xfail tests at the end, and
-the properties leave those inputs out (``_known_bug``), so the suite stays green until the
-fix lands and then the xfail turns into a failure that says so.
+The inputs that used to crash (found by these properties, now fixed) keep a regression test
+each at the end.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ import csv
 import dataclasses
 import hashlib
 import io
-import itertools
 import json
 import math
 import os
@@ -339,28 +337,6 @@ BUDGETS = st.one_of(
 )
 
 
-# -- known bugs in files this test may not fix (pinned by the xfail tests at the end) ------------
-
-
-def _known_bug(args: Sequence[str]) -> bool:
-    """Inputs that still crash, each pinned by an xfail test below; the properties leave them
-    out so that the suite stays green until the fix lands."""
-    for flag, value in itertools.pairwise(args):
-        if flag == "--llm-budget" and any(len(p.strip()) > 4000 for p in value.split(",")):
-            return True  # int() of more than 4300 digits: a ValueError (xfail test below)
-        if flag == "--encoder" and _long_name(value):
-            return True  # OSError: file name too long (xfail test below)
-        key, _, named = value.partition("=")
-        if flag == "-p" and "template" in key and _long_name(named):
-            return True  # the same, for a prompt template's file (xfail test below)
-    return False
-
-
-def _long_name(value: str) -> bool:
-    """A path component longer than a file name may be: os.stat raises, not answers no."""
-    return any(len(part.encode()) > 255 for part in value.split("/"))
-
-
 # -- gcdbench run -----------------------------------------------------------------------------
 
 
@@ -556,8 +532,6 @@ def test_any_run_arguments_stop_with_one_line_and_write_nothing(
 ) -> None:
     tried("run_arguments")
     args, poison = drawn
-    if _known_bug(args):
-        return
     argv = ["run", *args, "--results-dir", str(blocked_results), "--data-dir", str(stub_data)]
     argv += ["--no-download", "-q"]
     note(f"poison: {poison}")
@@ -577,8 +551,6 @@ def test_one_run_stops_before_the_store_and_the_cache_change(
     folder is empty, and stops there; none leaves a file in the store or the cache."""
     tried("run_one_spec_through_the_store")
     args, poison = drawn
-    if _known_bug(args):
-        return
     results = fresh_dir(work, "results-")
     argv = ["run", *args, "--results-dir", str(results), "--data-dir", str(stub_data), "-q"]
     note(f"poison: {poison}")
@@ -752,8 +724,6 @@ def test_feedback_eval_arguments_stop_before_the_bank_is_built(
     a valid request meets is the data root's empty dataset folder."""
     tried("feedback_eval_arguments")
     args, poison = drawn
-    if _known_bug(args):
-        return
     results = fresh_dir(work, "feedback-")
     ledger = results / "ledger.sqlite"
     argv = ["feedback", "eval", *args, "--results-dir", str(results / "store")]
@@ -1115,19 +1085,6 @@ def plans(draw: Any) -> dict[str, Any]:
     return plan
 
 
-def _plan_known_bug(plan: dict[str, Any]) -> bool:
-    """An encoder named past the file-name limit (os.stat raises), a budget of more digits
-    than int() reads (ValueError): the xfail tests below."""
-    tables = [plan, *plan["methods"]]
-    encoders = [t.get("encoder") for t in tables]
-    budgets = [t.get("llm_budget") for t in tables]
-    options = [t.get("llm_options") for t in tables]
-    budgets += [o.get("budget") for o in options if isinstance(o, dict)]
-    return any(isinstance(e, str) and _long_name(e) for e in encoders) or any(
-        isinstance(b, str) and len(b) > 4000 for b in budgets
-    )
-
-
 def _plan_commands(path: Path, results: Path, stub_data: Path, *, known_bug: bool = False) -> None:
     """``sweep --dry-run`` and ``status`` on ``path``: both succeed or both stop with the same
     one line; neither writes a results folder or to the cache."""
@@ -1151,8 +1108,6 @@ def test_any_plan_file_dry_runs_or_stops_with_one_line(
     plan: dict[str, Any], work: Path, stub_data: Path
 ) -> None:
     tried("plan_files")
-    if _plan_known_bug(plan):
-        return
     folder = fresh_dir(work, "plan-")
     path = folder / "plan.toml"
     path.write_text(toml_document(plan), encoding="utf-8")
@@ -1520,7 +1475,7 @@ def test_a_real_process_prints_one_line_and_writes_nothing(
     assert not results.exists() and _answers(ledger) == held
 
 
-def _blocked_run(blocked: Path, stub: Path, *args: str, known_bug: bool = True) -> str:
+def _blocked_run(blocked: Path, stub: Path, *args: str, known_bug: bool = False) -> str:
     argv = ["run", *args, "--results-dir", str(blocked), "--data-dir", str(stub), "-q"]
     return failed_with_one_line(invoke(argv), argv, known_bug=known_bug)
 
@@ -1536,14 +1491,9 @@ def test_an_llm_option_no_backend_reads_is_refused_up_front(
     assert NOT_WRITABLE not in line and "temprature" in line
 
 
-# -- known bugs, each in a file this test may not fix: the fix is in the xfail reason ------------
+# -- regressions: inputs these properties found crashing, now refused with one line --------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gcdbench/feedback/accounting.py Budget.parse: int() of a request count past 4300 "
-    "digits raises ValueError; match [0-9]{1,18} (re.ASCII) and refuse longer counts",
-)
 def test_a_request_budget_longer_than_int_reads(blocked_results: Path, stub_data: Path) -> None:
     line = _blocked_run(
         blocked_results, stub_data, "llm-cluster", "--llm", "openai:gpt-4o-mini",
@@ -1552,11 +1502,6 @@ def test_a_request_budget_longer_than_int_reads(blocked_results: Path, stub_data
     assert "--llm-budget" in line
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gcdbench/feedback/accounting.py Budget.canonical writes f'{usd:g}usd', '1e-05usd' "
-    "for 0.00001usd, which Budget.parse (checking the canonical spec again) refuses",
-)
 def test_a_dollar_budget_under_a_ten_thousandth_is_accepted(
     blocked_results: Path, stub_data: Path
 ) -> None:
@@ -1567,11 +1512,6 @@ def test_a_dollar_budget_under_a_ten_thousandth_is_accepted(
     assert NOT_WRITABLE in line
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gcdbench/feedback/accounting.py Budget.parse keeps the last of two request counts "
-    "('1,2' is a budget of 2 requests); refuse a second count",
-)
 def test_two_request_budgets_are_refused(blocked_results: Path, stub_data: Path) -> None:
     line = _blocked_run(
         blocked_results, stub_data, "llm-cluster", "--llm", "openai:gpt-4o-mini",
@@ -1580,11 +1520,6 @@ def test_two_request_budgets_are_refused(blocked_results: Path, stub_data: Path)
     assert NOT_WRITABLE not in line
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gcdbench/feedback/resolve.py option_pairs lets ';' into a key or value, but ';' "
-    "separates options in the canonical spec, which open_feedback cannot read back mid-run",
-)
 def test_an_llm_option_holding_a_semicolon_is_refused() -> None:
     try:
         canonical = resolve_llm("openai:gpt-4o-mini", {"base_url": "http://h/a;b"})
@@ -1593,22 +1528,11 @@ def test_an_llm_option_holding_a_semicolon_is_refused() -> None:
     parse_llm_spec(canonical)  # what the run does with the spec it stored
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gcdbench/encoders/__init__.py parse_encoder: Path(value).exists() raises OSError "
-    "(file name too long) for a name past 255 bytes; catch OSError and say the name is no "
-    "encoder, folder or hub id",
-)
 def test_an_encoder_name_longer_than_a_file_name(blocked_results: Path, stub_data: Path) -> None:
     line = _blocked_run(blocked_results, stub_data, "kmeans", "--encoder", "a" * 300)
     assert "encoder" in line
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gcdbench/api/prompts.py load_template: path.is_file() raises OSError for a version "
-    "past the file-name limit (-p prompt_template=...); catch it as an unknown template",
-)
 def test_a_prompt_template_longer_than_a_file_name(blocked_results: Path, stub_data: Path) -> None:
     line = _blocked_run(
         blocked_results, stub_data, "glean", "--llm", "oracle", "-p", "prompt_template=" + "a" * 300
@@ -1616,13 +1540,6 @@ def test_a_prompt_template_longer_than_a_file_name(blocked_results: Path, stub_d
     assert "prompt_template" in line or "template" in line
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gcdbench/runner/run.py resolve_spec checks the encoder but not that a method that "
-    "fine-tunes (mtp, no-llm, glean, ...) gets one with weights: trainable_ref refuses "
-    "bag-of-words mid-run, after the split is written; call it in resolve_spec for methods "
-    "that declare they fine-tune",
-)
 def test_a_method_that_fine_tunes_refuses_an_encoder_without_weights_up_front(
     blocked_results: Path, stub_data: Path
 ) -> None:
@@ -1632,12 +1549,6 @@ def test_a_method_that_fine_tunes_refuses_an_encoder_without_weights_up_front(
     assert NOT_WRITABLE not in line and "weights" in line
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gcdbench/encoders/__init__.py check_encoder accepts any existing folder; one that "
-    "holds no model fails when it loads, after the split is written: check for a "
-    "config.json / modules.json there",
-)
 def test_an_encoder_folder_without_a_model_writes_nothing(shared_data: Path, work: Path) -> None:
     results = fresh_dir(work, "results-")
     empty = fresh_dir(work, "not-a-model-")
@@ -1647,11 +1558,6 @@ def test_an_encoder_folder_without_a_model_writes_nothing(shared_data: Path, wor
     assert files_under(results) == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gcdbench/runner/plan_file.py _read_toml catches TOMLDecodeError, not the "
-    "ValueError tomllib raises for an integer of more than 4300 digits",
-)
 def test_a_plan_with_an_integer_longer_than_int_reads(work: Path, stub_data: Path) -> None:
     folder = fresh_dir(work, "plan-")
     path = folder / "plan.toml"

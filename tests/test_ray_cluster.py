@@ -21,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 from llm_servers import ScriptedChatServer
 
+from gcdbench import registry
 from gcdbench.api.executor import Outcome
 from gcdbench.api.method import Resources
 from gcdbench.api.spec import RunSpec
@@ -162,9 +163,14 @@ def _no_limit_from_outside(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cluster_limit, "_local", None)
 
 
+def _encoder(method: str) -> str:
+    """A method that fine-tunes its encoder needs one with weights (never loaded here)."""
+    return "all-MiniLM-L6-v2" if registry.get("method", method).trains_encoder else "bag-of-words"
+
+
 def _specs(method: str, seeds: list[int]) -> list[RunSpec]:
     return [
-        resolve_spec(method, "massive_scenario", 0.5, seed, encoder="bag-of-words")
+        resolve_spec(method, "massive_scenario", 0.5, seed, encoder=_encoder(method))
         for seed in seeds
     ]
 

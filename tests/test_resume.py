@@ -2,10 +2,12 @@
 record an uninterrupted run makes (docs/resume.md; gcdbench/training/checkpoint.py).
 
 Real ``gcdbench run`` subprocesses (this file, run as a script, registers the BANKING slices
-and is the command line) on the tiny random BERT: no-llm and GLEAN with gold-label feedback,
-two slices, two seeds. Each command is SIGKILLed by its PID once a checkpoint of a round
-before the last appears and at least one of its runs is recorded, then run again; the
-records must equal those of uninterrupted commands in another results folder.
+and is the command line) on the tiny random BERT: no-llm, GLEAN with gold-label feedback and
+MTP-CLNN (a plugin that calls the round loop itself), two slices, two seeds. Each command is
+SIGKILLed by its PID once a checkpoint of a round before the last appears and at least one
+of its runs is recorded, then run again; the records must equal those of uninterrupted
+commands in another results folder, and the second command's outcome line for the resumed
+run says where it resumed.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ COMMON = (
 COMMANDS = {
     "no-llm": ("no-llm",),
     "glean": ("glean", "--llm", "oracle"),
+    "mtp-clnn": ("mtp-clnn",),
 }
 
 
@@ -273,6 +276,10 @@ def test_killed_runs_resume_to_the_uninterrupted_records(
         assert Path(where["checkpoint"]).parent == folder
         # The checkpoints go once the record is written.
         assert not folder.exists()
+        # A plan's runs report through a silent reporter: the outcome line says it instead.
+        notes = [line for line in second_log.read_text().splitlines() if "resumed from" in line]
+        assert len(notes) == 1 and notes[0].startswith("done "), notes
+        assert notes[0].endswith(f"(resumed from round {where['from_round']})"), notes
 
         expected = _records(full, method)
         assert set(records) == set(expected)

@@ -186,6 +186,17 @@ class FeedbackProvider(ABC):
         """The run record's ``feedback`` section: identity, options and statistics."""
         return {"provider": self.name, "simulated": self.simulated}
 
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What the provider has counted so far (what ``describe()`` reports as statistics),
+        saved with a training run's round checkpoints (docs/resume.md) so that the record and
+        the budgets see every question of a resumed run, not only those asked after it. Plain
+        values and dataclasses of ``gcdbench.api`` and ``gcdbench.feedback.accounting``
+        only; the default, for a provider that counts nothing, is empty."""
+        return {}
+
+    def restore_checkpoint_state(self, state: Mapping[str, Any]) -> None:  # noqa: B027
+        """Continue counting from what :meth:`checkpoint_state` returned."""
+
     def close(self) -> None:  # noqa: B027 - optional
         """Release models, connections and the ledger."""
 

@@ -119,6 +119,9 @@ class Method(ABC):
     #: True for a method whose clusters are labels it assigned text by text (an LLM
     #: classifier): it fills ``MethodOutput.labeled_assignments`` and ``--refine`` applies.
     pseudo_labels: ClassVar[bool] = False
+    #: True for a method that fine-tunes the run's encoder (``ctx.load_backbone``): the runner
+    #: then refuses an encoder without weights (a bag of words) before anything is written.
+    trains_encoder: ClassVar[bool] = False
     components: ClassVar[tuple[Component, ...]] = ()
     Params: ClassVar[type] = NoParams
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
@@ -140,6 +143,12 @@ class Method(ABC):
     @classmethod
     def component_names(cls) -> list[str]:
         return [c.name for c in cls.components]
+
+    @classmethod
+    def fine_tunes_encoder(cls, ablations: frozenset[str]) -> bool:
+        """Whether a run with ``ablations`` fine-tunes the encoder: ``trains_encoder``, unless
+        the method overrides this because an ablation leaves its encoder frozen."""
+        return cls.trains_encoder
 
     @classmethod
     def expand_ablations(cls, names: tuple[str, ...] | list[str]) -> frozenset[str]:

@@ -71,7 +71,7 @@ def available_templates(template_dir: Path, kind: str) -> list[str]:
 @cache
 def load_template(template_dir: Path, kind: str, version: str) -> PromptTemplate:
     path = template_dir / f"{kind}.{version}.txt"
-    if not path.is_file():
+    if not _is_file(path):
         raise UnknownNameError(
             f"prompt template of {kind}", version, available_templates(template_dir, kind)
         )
@@ -80,6 +80,15 @@ def load_template(template_dir: Path, kind: str, version: str) -> PromptTemplate
     # editing a comment must not turn every ledger entry of the template into a miss.
     digest = hashlib.sha256(json.dumps(sections, sort_keys=True).encode()).hexdigest()
     return PromptTemplate(f"{kind}/{version}", digest, sections)
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, but False where the name cannot even be looked up (longer than a
+    file name may be): such a version names no template either."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def _sections(text: str, path: Path) -> dict[str, str]:

@@ -66,6 +66,7 @@ if TYPE_CHECKING:  # the real types for type checkers; at run time __getattr__ b
         loop_candidates,
         representatives,
     )
+    from gcdbench.training.checkpoint import round_checkpoints, rounds_inputs
     from gcdbench.training.fusion import coefficients, fit_fusion, fused_choices
     from gcdbench.training.heads import KnownClassifier, ProjectionHead
     from gcdbench.training.losses import (
@@ -138,6 +139,7 @@ _LAZY_MODULES: dict[str, tuple[str, ...]] = {
         "weighted_sum",
     ),
     "calibration": ("CalibrationQuestion", "CalibrationSet", "calibration_questions"),
+    "checkpoint": ("round_checkpoints", "rounds_inputs"),
     "fusion": ("coefficients", "fit_fusion", "fused_choices"),
     "heads": ("KnownClassifier", "ProjectionHead"),
     "mining": (
@@ -180,6 +182,10 @@ def _engine_module(module: str) -> ModuleType:
         from gcdbench.training import calibration
 
         return calibration
+    if module == "checkpoint":
+        from gcdbench.training import checkpoint
+
+        return checkpoint
     if module == "fusion":
         from gcdbench.training import fusion
 
@@ -306,6 +312,8 @@ __all__ = [
     "presets_for",
     "representatives",
     "resolve_topk",
+    "round_checkpoints",
+    "rounds_inputs",
     "run_rounds",
     "sinkhorn",
     "squared_distances",

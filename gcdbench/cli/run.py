@@ -354,7 +354,21 @@ def _print_outcome(outcome: Outcome) -> None:
     if outcome.status in {"failed", "crashed"}:
         err_console.print(f"[red]{outcome.status}[/red] {where}: {outcome.error}")
     else:
-        err_console.print(f"{outcome.status} {where}")
+        err_console.print(f"{outcome.status} {where}{resumed_note(outcome)}")
+
+
+def resumed_note(outcome: Outcome) -> str:
+    """`` (resumed from round N)`` for a run that continued from a round checkpoint: a plan's
+    runs report through a silent reporter, so their record's ``provenance.resumed`` is the
+    only place that says so (docs/resume.md). Empty for every other outcome."""
+    if outcome.status != "done" or not outcome.record_path:
+        return ""
+    try:
+        record = load_record(Path(outcome.record_path))
+    except GcdbenchError:  # a record this machine cannot read (a Ray worker's disk): no note
+        return ""
+    rounds = ", ".join(f"round {r['from_round']}" for r in record.provenance.get("resumed", []))
+    return f" (resumed from {rounds})" if rounds else ""
 
 
 def _print_summary(outcomes: list[Outcome]) -> None:

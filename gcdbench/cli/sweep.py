@@ -40,7 +40,7 @@ from gcdbench.cli.common import (
     results_dir_option,
 )
 from gcdbench.cli.progress import make_reporter
-from gcdbench.cli.run import resolve_specs, with_variant
+from gcdbench.cli.run import resolve_specs, resumed_note, with_variant
 from gcdbench.data.store import user_data_root
 from gcdbench.errors import GcdbenchError
 from gcdbench.runner.plan_file import AxisValue, MethodEntry, Plan, load_plan
@@ -413,7 +413,9 @@ def _forget_failures(results: Path, done: list[RunSpec]) -> None:
 
 def _outcome_line(outcome: Outcome) -> str:
     line = f"{outcome.status} {describe(outcome.spec)}"
-    return f"{line}: {outcome.error}" if outcome.status in {"failed", "crashed", BUSY} else line
+    if outcome.status in {"failed", "crashed", BUSY}:
+        return f"{line}: {outcome.error}"
+    return line + resumed_note(outcome)
 
 
 # -- printing ----------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from pathlib import Path
 from gcdbench import registry
 from gcdbench.api.encoder import Encoder, EncoderFactory
 from gcdbench.encoders.models import (
+    PACKAGED_MODELS,
     check_model_available,
     is_hub_id,
     looks_like_path,
@@ -54,7 +55,7 @@ def parse_encoder(value: str) -> EncoderChoice:
     backend, sep, ref = value.partition(":")
     if sep and backend in known and registry.get("encoder", backend).accepts_ref:
         return EncoderChoice(value, registry.get("encoder", backend), ref)
-    if Path(value).expanduser().exists() or is_hub_id(value):
+    if _existing_path(value) is not None or is_hub_id(value):
         return EncoderChoice(value, registry.get("encoder", DEFAULT_BACKEND), value)
     if looks_like_path(value):
         raise GcdbenchError(missing_folder_message(value))
@@ -77,8 +78,47 @@ def check_encoder(value: str) -> None:
     the name, and that its model can be had here (packages installed, folder present, a hub
     id cached locally or the hub reachable). Downloads and writes nothing."""
     ref = parse_encoder(value).model_ref
-    if ref:
-        check_model_available(ref)
+    if not ref:
+        return
+    local = None if ref in PACKAGED_MODELS else _existing_path(ref)
+    if local is not None:
+        _check_model_folder(ref, local)
+    check_model_available(ref)
+
+
+#: Files a model folder holds: a sentence-transformers save (modules.json) or a Hugging Face
+#: model (config.json). A folder with neither fails only when the model loads, mid-run.
+MODEL_FOLDER_MARKERS = ("modules.json", "config.json")
+
+
+def _check_model_folder(ref: str, local: Path) -> None:
+    if not local.is_dir():
+        raise GcdbenchError(f"encoder path {ref!r} is a file; pass the model's folder.")
+    if not any((local / marker).is_file() for marker in MODEL_FOLDER_MARKERS):
+        raise GcdbenchError(
+            f"encoder folder {ref!r} holds no model (no {' or '.join(MODEL_FOLDER_MARKERS)}); "
+            "pass the folder a model was saved to, a hub id (org/name) or a registered "
+            "encoder (gcdbench list encoders)."
+        )
+
+
+def _existing_path(value: str) -> Path | None:
+    """``value`` as an existing local path, else None. A name the file system cannot even
+    look up (a part longer than a file name may be, a ``~user`` with no such user) is no
+    encoder either: one line, not the OSError or RuntimeError it raises."""
+    try:
+        path = Path(value).expanduser()
+        return path if path.exists() else None
+    except (OSError, RuntimeError) as exc:
+        raise GcdbenchError(
+            f"encoder {_shorten(value)} is no registered encoder, local folder or hub id "
+            f"({type(exc).__name__}: {getattr(exc, 'strerror', None) or exc}); pass a "
+            "registered encoder (gcdbench list encoders), a folder or a hub id (org/name)."
+        ) from None
+
+
+def _shorten(value: str) -> str:
+    return repr(value) if len(value) <= 60 else f"{value[:40]!r}... ({len(value)} characters)"
 
 
 def trainable_ref(value: str | None, method: str) -> str:

@@ -8,9 +8,11 @@ prompt (position bias shows up as a skewed histogram).
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from gcdbench.errors import GcdbenchError
@@ -28,26 +30,54 @@ class Budget:
         """``2000`` (requests), ``0.50usd`` / ``$0.50`` (dollars), or both: ``2000,0.5usd``."""
         if text is None or not str(text).strip():
             return None
+        raw = str(text)
         requests: int | None = None
         usd: float | None = None
-        for piece in str(text).split(","):
+        for piece in raw.split(","):
             piece = piece.strip().lower()
-            money = re.fullmatch(r"\$?(\d+(?:\.\d*)?|\.\d+)\s*(usd|\$)?", piece)
+            money = _MONEY.fullmatch(piece)
             if money and (piece.startswith("$") or money.group(2)):
+                if usd is not None:
+                    raise _budget_error(raw, "two dollar amounts")
                 usd = float(money.group(1))
-            elif re.fullmatch(r"\d+", piece):
+                if not math.isfinite(usd):  # past a float: 400 nines read as inf
+                    raise _budget_error(raw, "a dollar amount too large to count")
+            elif _COUNT.fullmatch(piece):
+                if requests is not None:  # "1,2" is a typo, not a budget of 2
+                    raise _budget_error(raw, "two request counts")
                 requests = int(piece)
             else:
-                raise GcdbenchError(
-                    f"--llm-budget takes a number of requests (2000), dollars (0.50usd or "
-                    f"$0.50) or both (2000,0.50usd); got {text!r}."
-                )
+                raise _budget_error(raw)
         return cls(requests, usd)
 
     def canonical(self) -> str:
         parts = [str(self.requests)] if self.requests is not None else []
-        parts += [f"{self.usd:g}usd"] if self.usd is not None else []
+        parts += [f"{_dollars(self.usd)}usd"] if self.usd is not None else []
         return ",".join(parts)
+
+
+# ASCII digits only: Python's \d and int() also read other scripts' digits ("١٢"). A count
+# of at most 18 digits fits int() (which refuses over 4300) and any real budget.
+_COUNT = re.compile(r"[0-9]{1,18}", re.ASCII)
+_MONEY = re.compile(r"\$?([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(usd|\$)?", re.ASCII)
+
+
+def _budget_error(text: str, problem: str | None = None) -> GcdbenchError:
+    # A value of thousands of digits is shown by its start, to keep the error one short line.
+    shown = repr(text) if len(text) <= 60 else f"{text[:40]!r}... ({len(text)} characters)"
+    got = f"{problem} in {shown}" if problem else shown
+    return GcdbenchError(
+        "--llm-budget takes a number of requests (2000, at most 18 digits), dollars (0.50usd "
+        f"or $0.50) or one of each (2000,0.50usd); got {got}."
+    )
+
+
+def _dollars(usd: float) -> str:
+    """``usd`` as the canonical spec writes it: ``:g`` as ever (so stored specs and run ids
+    stay the same), but plain digits where ``:g`` would write an exponent, which ``parse``
+    (reading the canonical spec back) does not take."""
+    text = f"{usd:g}"
+    return format(Decimal(repr(usd)), "f") if "e" in text else text
 
 
 @dataclass

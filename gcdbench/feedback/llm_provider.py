@@ -384,6 +384,20 @@ class LLMFeedbackProvider(FeedbackProvider):
             "stats": self.stats.to_dict(),
         }
 
+    def checkpoint_state(self) -> dict[str, Any]:
+        # The request and dollar budgets are spent from the stats, the failure budget from
+        # failed_questions: restored, both count the questions asked before a resume.
+        return {
+            "stats": self.stats,
+            "templates": self.templates,
+            "failed_questions": self.failed_questions,
+        }
+
+    def restore_checkpoint_state(self, state: Mapping[str, Any]) -> None:
+        self.stats = state["stats"]
+        self.templates = dict(state["templates"])
+        self.failed_questions = int(state["failed_questions"])
+
     def close(self) -> None:
         self.backend.close()
         if self.ledger is not None:

@@ -120,3 +120,9 @@ class OracleProvider(FeedbackProvider):
             "accuracy": self.accuracy,
             "stats": self.stats.to_dict(),
         }
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {"stats": self.stats}
+
+    def restore_checkpoint_state(self, state: Mapping[str, Any]) -> None:
+        self.stats = state["stats"]

@@ -48,7 +48,21 @@ def option_pairs(values: Sequence[str]) -> dict[str, str]:
                 f"--llm-option takes KEY=VALUE, got {value!r}; e.g. --llm-option temperature=0.7."
             )
         out[key.strip()] = raw.strip()
+    check_options(out)
     return out
+
+
+def check_options(options: Mapping[str, str]) -> None:
+    """Refuse what the canonical spec could not hold: it joins ``key=value`` pairs with ';'
+    and splits each at its first '=', so a ';' anywhere or a '=' in a key would be read
+    back mid-run as other options than the ones checked now."""
+    for key, value in options.items():
+        if ";" in key or ";" in value or "=" in key or not key.strip():
+            raise GcdbenchError(
+                f"--llm-option {f'{key}={value}'!r} cannot be stored: an option's key needs a name "
+                "without ';' or '=', and its value no ';' (';' separates options in the "
+                "run's LLM spec)."
+            )
 
 
 def parse_llm_spec(
@@ -61,6 +75,7 @@ def parse_llm_spec(
     if head.startswith(f"{LLM_PROVIDER}:"):  # "llm:llamacpp" says the same as "llamacpp"
         head = head[len(LLM_PROVIDER) + 1 :]
     merged = {**option_pairs([p for p in pairs if p]), **(options or {})}
+    check_options(merged)  # options handed over as a mapping (a plan, the API) too
     parsed_budget = Budget.parse(budget if budget is not None else merged.pop(BUDGET_KEY, None))
     if parsed_budget is not None:
         merged[BUDGET_KEY] = parsed_budget.canonical()

@@ -147,6 +147,13 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise plan_error(
             path, "", "nests arrays or tables too deeply to read; a plan needs two levels"
         ) from None
+    except ValueError as exc:
+        # Not a TOMLDecodeError: int() refuses a number of more than 4300 digits. Its own
+        # message ends with advice for programmers (sys.set_int_max_str_digits); drop it.
+        reason = str(exc).split(";")[0]
+        raise plan_error(
+            path, "", f"holds a value too long to read ({reason}); shorten it"
+        ) from None
 
 
 @dataclass(frozen=True)

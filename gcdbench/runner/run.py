@@ -38,7 +38,7 @@ from gcdbench.data.split import (
     save_split,
 )
 from gcdbench.data.store import DownloadEvent, locate_dataset
-from gcdbench.encoders import check_encoder
+from gcdbench.encoders import check_encoder, trainable_ref
 from gcdbench.engine import engine_fingerprint
 from gcdbench.errors import GcdbenchError
 from gcdbench.feedback.resolve import resolve_llm
@@ -88,7 +88,7 @@ def resolve_spec(
     check_ratio("--labeled-ratio", labeled_ratio)
     num_known = check_known_classes(definition.num_classes, known_ratio)
     k_choice, k_version = _resolve_k(method_cls, refiner_cls, k, num_known)
-    method_cls.expand_ablations(list(ablations))
+    expanded = method_cls.expand_ablations(list(ablations))
     params = method_cls.resolve_params(preset, dict(overrides or {}))
     # Rules that depend on the dataset's number of classes (e.g. GLEAN's options <= K).
     method_cls.cross_check(params, k_choice.fixed or definition.num_classes)
@@ -97,6 +97,9 @@ def resolve_spec(
         # An unknown name, missing model packages or folder, or a hub id this machine cannot
         # reach fail here, before anything is written, not when the model loads mid-run.
         check_encoder(encoder)
+        if method_cls.fine_tunes_encoder(expanded):
+            # A bag of words has no weights to train: say so now, not after the split.
+            trainable_ref(encoder, method)
     else:
         encoder = None
     if "feedback" in method_cls.uses:

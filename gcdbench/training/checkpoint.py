@@ -47,10 +47,6 @@ if TYPE_CHECKING:  # the protocol the runner implements; the engine never import
 #: Bump when what a checkpoint holds or means changes: older files are then not resumed.
 CHECKPOINT_FORMAT = 1
 SUFFIX = ".ckpt"
-#: What a feedback provider counts (``LLMFeedbackProvider`` and the oracles), where it has
-#: it: restored so the record's ``feedback`` section, ``--llm-budget`` and the failure budget
-#: see every question of the run, not only those asked after the resume.
-PROVIDER_ACCOUNTING = ("stats", "templates", "failed_questions")
 
 
 @runtime_checkable
@@ -314,9 +310,9 @@ def _tensor_state(parts: RoundParts) -> dict[str, Any]:
     # Dropout in the head and classifier draws from torch's global generator of the device.
     if device.type == "cuda":
         rng["global_cuda"] = torch.cuda.get_rng_state(device)
-    fallback = _fallback_generator(parts.mode)
-    if fallback is not None:
-        rng["mode_fallback"] = fallback.get_state()
+    # The mode's own generator, for calls that pass none. The loop always passes its own, so
+    # this is saved for safety, not because a draw is known to happen.
+    rng["mode_fallback"] = parts.mode.rng_state()
     return {
         "backbone": {n: p.detach() for n, p in _trainable_by_name(parts.mode).items()},
         "head": parts.head.state_dict(),
@@ -347,19 +343,10 @@ def _plain_state(parts: RoundParts, progress: RoundProgress, ctx: RunContext) ->
 
 
 def _provider_accounting(ctx: RunContext) -> dict[str, Any] | None:
-    if not ctx.feedback_loaded:
-        return None
-    provider = ctx.feedback
-    return {
-        name: getattr(provider, name) for name in PROVIDER_ACCOUNTING if hasattr(provider, name)
-    }
-
-
-def _fallback_generator(mode: TrainingMode) -> torch.Generator | None:
-    # The mode's own generator for calls that pass none. The loop always passes its own, so
-    # this is saved for safety, not because a draw is known to happen.
-    generator = getattr(mode, "_fallback_generator", None)
-    return generator if isinstance(generator, torch.Generator) else None
+    """What the feedback provider has counted (restored so the record's ``feedback``
+    section, ``--llm-budget`` and the failure budget see every question of the run, not
+    only those asked after the resume); None when the run has not built one."""
+    return ctx.feedback.checkpoint_state() if ctx.feedback_loaded else None
 
 
 # ---- what is restored -----------------------------------------------------------------------
@@ -392,9 +379,8 @@ def _apply_tensors(parts: RoundParts, tensors: Mapping[str, Any]) -> None:
     torch.set_rng_state(rng["global_cpu"])
     if "global_cuda" in rng:
         torch.cuda.set_rng_state(rng["global_cuda"], parts.mode.backbone.device)
-    fallback = _fallback_generator(parts.mode)
-    if fallback is not None and "mode_fallback" in rng:
-        fallback.set_state(rng["mode_fallback"])
+    if "mode_fallback" in rng:
+        parts.mode.set_rng_state(rng["mode_fallback"])
 
 
 def _apply_plain(parts: RoundParts, state: Mapping[str, Any], ctx: RunContext) -> RoundProgress:
@@ -405,9 +391,7 @@ def _apply_plain(parts: RoundParts, state: Mapping[str, Any], ctx: RunContext) -
     if isinstance(parts.hook, ResumableHook):
         parts.hook.restore_checkpoint_state(state["hook"])
     if state["provider"] is not None:
-        provider = ctx.feedback
-        for name, value in state["provider"].items():
-            setattr(provider, name, value)
+        ctx.feedback.restore_checkpoint_state(state["provider"])
     return RoundProgress(list(state["rounds"]), state["cluster_state"], int(state["next_epoch"]))
 
 

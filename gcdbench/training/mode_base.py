@@ -55,6 +55,15 @@ class TrainingMode(ABC):
         exactly as a fresh one built from the cached weights does."""
         self._fallback_generator = torch.Generator().manual_seed(seed)
 
+    def rng_state(self) -> Tensor:
+        """The state of the generator the mode draws from when a call passes none: saved
+        with round checkpoints (docs/resume.md) so a resumed run draws as an uninterrupted one."""
+        return self._fallback_generator.get_state()
+
+    def set_rng_state(self, state: Tensor) -> None:
+        """Continue from a state :meth:`rng_state` returned."""
+        self._fallback_generator.set_state(state)
+
     # ---- the interface ------------------------------------------------------------------
     @property
     def pool_size(self) -> int:

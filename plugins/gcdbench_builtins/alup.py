@@ -145,6 +145,7 @@ class Alup(Method):
     )
     version = "1"
     uses = ("encoder", "feedback")
+    trains_encoder = True
     asks = (MATCH,)
     components = (
         Component("llm", "stage 2 (LLM rounds and subset training; ablated: MTP-CLNN)"),
@@ -173,6 +174,15 @@ class Alup(Method):
                 seed=ctx.seed,
                 rng=ctx.rng("rounds"),
                 reporter=ctx.reporter,
+                # After every round, when the run keeps checkpoints (docs/resume.md); a kill
+                # in stage 2 restores stage 1's last round and asks stage 2 again.
+                checkpoints=training.round_checkpoints(
+                    ctx,
+                    None,
+                    training.rounds_inputs(
+                        task, params, self.name, k=k, ce=True, align_weight=None
+                    ),
+                ),
             )
         log = FeedbackLog()
         stage2: dict[str, Any] = {"skipped": "ablated"}

@@ -174,6 +174,7 @@ class ClusterLLM(Method):
     )
     version = "1"
     uses = ("encoder", "feedback")
+    trains_encoder = True
     asks = (TRIPLET, PAIR)
     components = (
         Component("finetune", "fine-tuning on the triplets (ablated: frozen encoder features)"),
@@ -185,6 +186,11 @@ class ClusterLLM(Method):
         "paper": _PAPER,
         "smoke": _SMOKE,
     }
+
+    @classmethod
+    def fine_tunes_encoder(cls, ablations: frozenset[str]) -> bool:
+        # --ablate finetune keeps the frozen encoder's features: it needs no weights.
+        return "finetune" not in ablations
 
     @classmethod
     def cross_check(cls, params: ClusterLLMParams, num_classes: int | None = None) -> None:

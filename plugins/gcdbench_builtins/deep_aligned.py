@@ -161,6 +161,7 @@ class DeepAligned(Method):
     )
     version = "1"
     uses = ("encoder",)
+    trains_encoder = True
     components = (
         Component("pretrain", "stage-1 CE pre-training and the head warm-up (paper: 'w/o Pre')"),
         Component(

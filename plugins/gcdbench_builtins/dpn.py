@@ -162,6 +162,7 @@ class DPN(Method):
     )
     version = "1"
     uses = ("encoder",)
+    trains_encoder = True
     components = (
         Component("known-term", "L_l, the pull of known-aligned texts to labeled prototypes"),
         Component("ce", "the cross-entropy term on labeled texts in stage 2"),

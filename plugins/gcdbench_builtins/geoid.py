@@ -784,6 +784,7 @@ class GeoID(Method):
     )
     version = "1"
     uses = ("encoder",)
+    trains_encoder = True
     components = (
         Component("mtp", "MTP pre-training (stage 2 starts from the untrained backbone)"),
         Component("ot", "Sinkhorn optimal transport (ablated: the softmax prediction)"),

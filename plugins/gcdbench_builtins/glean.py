@@ -153,6 +153,7 @@ class Glean(Method):
     # keyed by the question alone (no longer by how it is asked), so simulated answers move.
     version = "3"
     uses = ("encoder", "loss", "miner", "feedback")
+    trains_encoder = True
     asks = ("select-similar-instance", "select-category", "characterize-cluster")
     components = (
         Component("instance-instance", "similar-instance feedback (ablated: kNN positives)"),

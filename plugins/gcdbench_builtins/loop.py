@@ -94,6 +94,7 @@ class Loop(Method):
     # keyed by the question alone (no longer by how it is asked), so simulated answers move.
     version = "3"
     uses = ("encoder", "loss", "miner", "feedback")
+    trains_encoder = True
     asks = ("select-similar-instance", "characterize-cluster")
     components = (
         Component("llm", "the LLM's neighbour choice (ablated: random kNN positives)"),

@@ -26,6 +26,7 @@ class MTP(Method):
     )
     version = "1"
     uses = ("encoder",)
+    trains_encoder = True
     Params = training.PretrainParams
     presets = training.presets_for(training.PretrainParams)
 

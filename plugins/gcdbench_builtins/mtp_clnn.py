@@ -106,6 +106,7 @@ class MtpClnn(Method):
     )
     version = "1"
     uses = ("encoder", "loss")
+    trains_encoder = True
     components = (
         Component("mtp", "MTP pre-training (CLNN starts from the plain --encoder)"),
         Component(
@@ -170,6 +171,14 @@ class MtpClnn(Method):
                     seed=ctx.seed,
                     rng=ctx.rng("rounds"),
                     reporter=ctx.reporter,
+                    # After every round, when the run keeps checkpoints (docs/resume.md).
+                    checkpoints=training.round_checkpoints(
+                        ctx,
+                        None,
+                        training.rounds_inputs(
+                            rounds_task, engine, self.name, k=k, ce=True, align_weight=None
+                        ),
+                    ),
                 )
             with ctx.timed("encode_test"), ctx.reporter.stage("encode test"):
                 features = training.test_features(setup, task.test.texts, result.head)

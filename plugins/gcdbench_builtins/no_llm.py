@@ -17,6 +17,7 @@ class NoLLM(Method):
     )
     version = "2"  # 2: the rounds draw from their own stage, cache hit or miss
     uses = ("encoder", "loss")
+    trains_encoder = True
     components = (
         Component("mtp", "MTP pre-training (the rounds start from the untrained backbone)"),
         Component("ce", "the cross-entropy term on labeled texts during the rounds"),

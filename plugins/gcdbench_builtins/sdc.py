@@ -148,6 +148,7 @@ class SDC(Method):
     )
     version = "1"
     uses = ("encoder",)
+    trains_encoder = True
     components = (
         Component("mtp", "MTP pre-training (stage 2 and the biased model use the raw encoder)"),
         Component("debias", "the entropy-weighted logit calibration by the biased model (β=0)"),

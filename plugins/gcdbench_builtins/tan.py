@@ -219,6 +219,7 @@ class TAN(Method):
     )
     version = "1"
     uses = ("encoder",)
+    trains_encoder = True
     components = (
         Component("transfer", "calibrate cluster prototypes with labeled ones (else m_i)"),
         Component("i2i", "L_i2i, InfoNCE between a text and its token-replaced view"),

@@ -190,6 +190,7 @@ class Tlsa(Method):
     )
     version = "1"
     uses = ("encoder", "feedback")
+    trains_encoder = True
     asks = (NAME, RENAME, VERIFY)
     components = (
         Component("naming", "LLM names for novel clusters (ablated: placeholder names)"),

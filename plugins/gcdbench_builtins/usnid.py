@@ -187,6 +187,7 @@ class USNID(Method):
     )
     version = "1"
     uses = ("encoder",)
+    trains_encoder = True
     components = (
         Component("pretrain", "stage 1 (CE + SupCon pre-training); stage 2 starts untrained"),
         Component("labeled-supcon", "the per-epoch SupCon step on labeled texts (wo_sup)"),
