@@ -188,7 +188,7 @@ def figure(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5.2))
     ps = [r["p"] for r in table]
     left.errorbar(ps, [r["acc"] for r in table], yerr=[r["acc_std"] or 0 for r in table],
                   marker="o", label="GLEAN, noisy-oracle:P")  # fmt: skip
@@ -198,7 +198,7 @@ def figure(
     left.set_xlabel("noisy-oracle P (right answer when one is offered)")
     left.set_ylabel("ACC on BANKING 25% known")
     left.set_title("GLEAN against feedback accuracy")
-    left.legend(loc="lower right")
+    left.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
     for kind, colour in zip(KINDS, ("tab:blue", "tab:orange"), strict=True):
         right.plot(ps, [None if r[kind] is None else 100 * r[kind] for r in table],
                    marker="o", color=colour, label=f"{kind}: realised")  # fmt: skip
@@ -209,11 +209,13 @@ def figure(
         for label, bank_kind, accuracy in bank:
             if bank_kind == kind:
                 right.axhline(100 * accuracy, color=colour, linestyle=":", linewidth=1)
-                right.annotate(label, (min(ps), 100 * accuracy), fontsize=6, color=colour)
+                right.annotate(
+                    label, (max(ps), 100 * accuracy), fontsize=6, color=colour, ha="right"
+                )
     right.set_xlabel("noisy-oracle P")
     right.set_ylabel("share of asked questions answered right (%)")
-    right.set_title("feedback accuracy (dotted: the embedded model on the bank)")
-    right.legend(fontsize=7, loc="upper left")
+    right.set_title("feedback accuracy\n(dotted: the embedded model on the feedback bank)")
+    right.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

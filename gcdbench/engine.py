@@ -31,7 +31,7 @@ from pathlib import Path
 #: that ask can move); an unconstrained reply that does not parse is asked once more.
 ENGINE_VERSION = "3"
 #: sha256 of the engine sources at ENGINE_VERSION (see the module docstring).
-ENGINE_FINGERPRINT = "d2bfacadbc039f239a500b2255e2ccda35c65d6eb5e4bcd4704e5e5990fab8fe"
+ENGINE_FINGERPRINT = "3ac4d6ced09292e4fa4cd22b035daf1cca97cca69acacd55b16beec449eabe06"
 
 PACKAGE = Path(__file__).resolve().parent
 #: The result-shaping code, relative to the package: folders (every .py and .txt inside)

@@ -23,6 +23,7 @@ from gcdbench.api.spec import RunSpec
 from gcdbench.api.task import TaskPart
 from gcdbench.encoders.cache import FeatureCache
 from gcdbench.errors import GcdbenchError
+from gcdbench.runner.store import CHECKPOINTS
 from gcdbench.util.random import keyed_generator
 
 if TYPE_CHECKING:  # torch loads only when a method asks for a backbone
@@ -241,7 +242,6 @@ def build_context(
 
 
 #: Under the results store: training checkpoints, one folder per run id (docs/resume.md).
-CHECKPOINTS = ".checkpoints"
 
 
 def checkpoint_folder(results_root: Path, run_id: str, *, fresh: bool = False) -> Path:

@@ -58,6 +58,10 @@ TMP, OLD = ".tmp-", ".old-"
 #: Scratch folders of running runs, under ``<results>/.tmp``.
 SCRATCH = "run-"
 PROBE = ".probe-"
+#: Training checkpoints of unfinished runs, ``<results>/.checkpoints/<run id[:16]>/``
+#: (gcdbench/training/checkpoint.py), and sweeps' running markers, ``<results>/running/``.
+CHECKPOINTS = ".checkpoints"
+RUNNING = "running"
 #: A writability probe lives microseconds; one this old was left by a killed process.
 PROBE_MAX_AGE_S = 3600.0
 
@@ -148,6 +152,24 @@ class ResultsStore:
             except OSError:
                 continue  # a read-only store: readers skip hidden folders anyway
         self._remove_old_probes()
+        self._remove_finished_checkpoints()
+        self._remove_free_markers()
+
+    def _remove_finished_checkpoints(self) -> None:
+        """A run killed between writing its record and removing its checkpoints left them;
+        every later command skips the run, so nothing else would remove them."""
+        for folder in _listing(self.root / CHECKPOINTS, "*"):
+            if not _listing(self.runs, f"*/*/{folder.name}/{RECORD}"):
+                continue  # unfinished: the restart resumes from it
+            with suppress(OSError), try_run_lock(lock_file(self.locks, folder.name)) as free:
+                if free:
+                    shutil.rmtree(folder, ignore_errors=True)
+
+    def _remove_free_markers(self) -> None:
+        """A sweep's running marker whose lock is free belonged to a killed process."""
+        for marker in _listing(self.root / RUNNING, "*.lock"):
+            with suppress(OSError), try_run_lock(marker):
+                pass  # taken only if free; releasing a taken lock removes its file
 
     def _leftovers(self) -> dict[str, list[Path]]:
         """Hidden folders by run folder name (run id[:16]); lock files with no folders."""

@@ -38,6 +38,7 @@ from gcdbench.api.spec import RunSpec
 from gcdbench.errors import GcdbenchError
 from gcdbench.runner.identity import run_identity, stale_reasons
 from gcdbench.runner.store import RECORD, load_record
+from gcdbench.runner.store import RUNNING as RUNNING_FOLDER
 from gcdbench.util.files import atomic_open, write_json
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ DONE, RUNNING, FAILED, STALE, PENDING = "done", "running", "failed", "stale", "p
 STATES = (DONE, RUNNING, FAILED, STALE, PENDING)
 #: The Outcome status of a spec a sweep left alone because another process runs it.
 BUSY = "running elsewhere"
-FAILED_DIR, RUNNING_DIR = "failed", "running"
+FAILED_DIR, RUNNING_DIR = "failed", RUNNING_FOLDER
 REASON_CHARS = 300
 
 
