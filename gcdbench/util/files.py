@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
 import json
 import os
@@ -50,49 +49,18 @@ def atomic_dir(target: Path, complete: str) -> Iterator[Path]:
     ``target`` first, its (equivalent) folder stays and ours is dropped.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _publish_lock(target):
-        # Holding the lock, every temp folder of ``target`` left here is a killed writer's.
-        for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
-            # mkdtemp's names: the prefix, 8 random characters, the suffix (so a longer
-            # target name that starts with this one is not taken for ours).
-            if len(stale.name) == len(target.name) + 14:
-                shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        # mkdtemp makes the folder private (0700); caches are meant to be read by others.
+        os.chmod(tmp, 0o755)
         try:
-            yield tmp
-            # mkdtemp makes the folder private (0700); caches are meant to be read by others.
-            os.chmod(tmp, 0o755)
-            try:
-                os.rename(tmp, target)
-            except OSError:
-                if not (target / complete).is_file():
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _publish_lock(target: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``.<name>.lock`` beside ``target`` while its folder is
-    built, so the temp folders a writer finds there belong to dead writers (the OS drops a
-    killed holder's lock). The small lock file stays: removing it safely would need the
-    same-file dance of gcdbench/runner/locks.py. Where locking is not possible, no lock."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX
-        yield
-        return
-    try:
-        fd = os.open(target.parent / f".{target.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError:  # a read-only folder: the rename below fails clearly on its own
-        yield
-        return
-    try:
-        with contextlib.suppress(OSError):  # a file system without flock: build unlocked
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+            os.rename(tmp, target)
+        except OSError:
+            if not (target / complete).is_file():
+                raise
     finally:
-        os.close(fd)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_json(path: Path, obj: Any) -> None:
