@@ -86,7 +86,7 @@ def _lock_if_free(path: Path) -> int | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        if _lock_now(fd) and _same_file(fd, path):
+        if _lock_now(fd) and same_file(fd, path):
             return fd
     except OSError:
         pass  # the file system cannot lock: nobody can tell the holder is gone
@@ -113,7 +113,7 @@ def _acquire(path: Path, label: str, reporter: Reporter) -> tuple[int | None, bo
                 waited = True
                 with reporter.stage(f"waiting for run {label} running in {_holder(fd)}"):
                     fcntl.flock(fd, fcntl.LOCK_EX)
-            if _same_file(fd, path):
+            if same_file(fd, path):
                 _stamp(fd)
                 return fd, waited
         except OSError as exc:
@@ -136,7 +136,8 @@ def _lock_now(fd: int) -> bool:
     return True
 
 
-def _same_file(fd: int, path: Path) -> bool:
+def same_file(fd: int, path: Path) -> bool:
+    """Whether ``fd`` is still the file at ``path`` (not one deleted or replaced since)."""
     try:
         on_disk = os.stat(path)
     except FileNotFoundError:
@@ -164,7 +165,7 @@ def _release(path: Path, fd: int) -> None:
     try:
         # Deleted while still held: a process waiting on this file then sees that it is no
         # longer the one at the path and locks a fresh one, so nobody holds a dead file.
-        if _same_file(fd, path):
+        if same_file(fd, path):
             os.unlink(path)
     except OSError:
         pass  # a read-only or vanished folder: the lock itself still goes with the close

@@ -37,6 +37,7 @@ from gcdbench.api.record import ResultRecord
 from gcdbench.api.spec import RunSpec
 from gcdbench.errors import GcdbenchError
 from gcdbench.runner.identity import run_identity, stale_reasons
+from gcdbench.runner.locks import same_file
 from gcdbench.runner.store import RECORD, load_record
 from gcdbench.runner.store import RUNNING as RUNNING_FOLDER
 from gcdbench.util.files import atomic_open, write_json
@@ -146,7 +147,7 @@ def running_marker(results_dir: Path, spec: RunSpec) -> Iterator[bool]:
     finally:
         if isinstance(fd, int):
             with contextlib.suppress(OSError):
-                if _same_file(fd, path):  # deleted while held: nobody can lock a dead file
+                if same_file(fd, path):  # deleted while held: nobody can lock a dead file
                     path.unlink()
             os.close(fd)
 
@@ -167,7 +168,7 @@ def _take(path: Path) -> int | bool:
         except OSError:
             os.close(fd)
             return True
-        if _same_file(fd, path):
+        if same_file(fd, path):
             stamp = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
             os.ftruncate(fd, 0)
             os.pwrite(fd, (json.dumps(stamp) + "\n").encode(), 0)
@@ -190,15 +191,6 @@ def is_running(results_dir: Path, spec: RunSpec) -> bool:
     finally:
         os.close(fd)
     return False
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        on_disk = os.stat(path)
-    except FileNotFoundError:
-        return False
-    mine = os.fstat(fd)
-    return (on_disk.st_dev, on_disk.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def _now() -> str:
