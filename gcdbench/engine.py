@@ -31,7 +31,7 @@ from pathlib import Path
 #: that ask can move); an unconstrained reply that does not parse is asked once more.
 ENGINE_VERSION = "3"
 #: sha256 of the engine sources at ENGINE_VERSION (see the module docstring).
-ENGINE_FINGERPRINT = "d6dff70571d0d9d00bfa54d80a62d2bb7eda5fa1523939c5bfcb938d8e42e8a3"
+ENGINE_FINGERPRINT = "f7c2affdc250430317206169f9939f9dbcf80517fafa321d2a6ca516cb39ae78"
 
 PACKAGE = Path(__file__).resolve().parent
 #: The result-shaping code, relative to the package: folders (every .py and .txt inside)

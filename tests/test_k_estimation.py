@@ -1,4 +1,4 @@
-"""GCD with an unknown number of classes (docs/k-estimation.md): the registered K estimators,
+"""GCD with an unknown number of classes (docs/unknown-k.md): the registered K estimators,
 ``gcdbench run --k``, the ``k`` key of sweep plans, the record's ``split.k`` and the
 leaderboard's ``K=est:NAME`` rows.
 

@@ -4,7 +4,7 @@
 ``register_k_estimators``) for K on the frozen encoder's features of the training pool, before
 the method runs, and hands the method a task whose ``num_classes`` is that estimate; metrics
 still match clusters to the gold classes. ``--k N`` gives a fixed K, ``--k true`` (the
-default) the dataset's. docs/k-estimation.md describes each built-in estimator.
+default) the dataset's. docs/unknown-k.md describes each built-in estimator.
 
 This module holds the interface, the ``--k`` value and DeepAligned's cluster-size count
 (:func:`count_large_clusters`), which the ``cluster-size`` estimator and the ``deep-aligned``

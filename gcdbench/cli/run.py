@@ -126,7 +126,7 @@ DEFAULT_MAX_RUNS = 1000
     metavar="true|N|estimate:NAME",
     help="The number of clusters the method is told: the dataset's true K (default), a fixed "
     "N, or an estimate from the encoder's features, e.g. estimate:silhouette "
-    "(gcdbench list k-estimators; docs/k-estimation.md).",
+    "(gcdbench list k-estimators; docs/unknown-k.md).",
 )
 @click.option(
     "--llm",

@@ -78,7 +78,7 @@ APART_HEADING = "### Simulated feedback, leaked labels or stale runs"
 #: Said under a ratio's heading only when a row there was told another K than the true one.
 K_NOTE = (
     "Rows marked K=est:NAME were told the number of clusters estimator NAME read off the "
-    "encoder's features, K=N a fixed number (`gcdbench run --k`, docs/k-estimation.md); "
+    "encoder's features, K=N a fixed number (`gcdbench run --k`, docs/unknown-k.md); "
     "every other row was told the true K."
 )
 _K_MARK = re.compile(r"[\[ ]K=[^,\]]+[,\]]")

@@ -1,4 +1,4 @@
-"""The built-in K estimators (``gcdbench run --k estimate:NAME``, docs/k-estimation.md):
+"""The built-in K estimators (``gcdbench run --k estimate:NAME``, docs/unknown-k.md):
 
 * ``cluster-size``: DeepAligned's (Zhang et al., AAAI 2021): K-means with K' = 2 × K clusters,
   the clusters smaller than the mean size dropped, K = the clusters kept;
