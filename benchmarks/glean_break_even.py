@@ -32,19 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from gcdbench.api.record import ResultRecord
+from gcdbench.cli.common import expand_ints, parse_int_ranges
 from gcdbench.runner.store import ResultsStore, load_record
 
 DATASET = "banking"
 KNOWN = 0.25
 KINDS = ("select-similar-instance", "select-category")
 EMPTY = "–"
-
-
-def _seeds(text: str) -> list[int]:
-    if "-" in text:
-        lo, hi = text.split("-")
-        return list(range(int(lo), int(hi) + 1))
-    return [int(s) for s in text.split(",")]
 
 
 def run(results_dir: Path, seeds: list[int], accuracies: list[float]) -> None:
@@ -77,10 +71,12 @@ def _accuracy(record: ResultRecord) -> float | None:
         return None  # a per-kind spec: not one point of the curve
 
 
-def _is_control(record: ResultRecord) -> bool:
+def _default_run(record: ResultRecord, method: str) -> bool:
+    """A run of ``method`` on BANKING 25% known with its defaults (no preset, no ablation,
+    the paper variant)."""
     spec = record.spec
     return (
-        spec.method == "no-llm"
+        spec.method == method
         and spec.dataset == DATASET
         and spec.known_ratio == KNOWN
         and not spec.preset
@@ -89,16 +85,12 @@ def _is_control(record: ResultRecord) -> bool:
     )
 
 
+def _is_control(record: ResultRecord) -> bool:
+    return _default_run(record, "no-llm")
+
+
 def _is_point(record: ResultRecord) -> bool:
-    spec = record.spec
-    return (
-        spec.method == "glean"
-        and spec.dataset == DATASET
-        and spec.known_ratio == KNOWN
-        and not spec.preset
-        and not spec.ablations
-        and _accuracy(record) is not None
-    )
+    return _default_run(record, "glean") and _accuracy(record) is not None
 
 
 def rows(points: list[ResultRecord], controls: dict[int, float]) -> list[dict[str, Any]]:
@@ -252,7 +244,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "run":
         accuracies = [float(p) for p in args.accuracies.split(",")]
-        run(args.results_dir, _seeds(args.seeds), accuracies)
+        # Read as gcdbench run reads --seeds: 0 / 0,1,2 / 0-4.
+        seeds = expand_ints(parse_int_ranges((args.seeds,), "--seeds"))
+        run(args.results_dir, seeds, accuracies)
     else:
         report(args)
 
