@@ -765,7 +765,7 @@ def test_glean_killed_in_training_and_mid_batch_restarts_to_the_uninterrupted_re
     inputs: Inputs, glean_uninterrupted: Reference, chat_server, summary, tmp_path: Path
 ) -> None:
     # One command killed twice, each time started again, then run to its end. (A kill in
-    # pre-training may land in the cache's publish: see the xfail test below.)
+    # pre-training may land in the cache's publish: tested on its own below.)
     rng = random.Random(17)
     points = ("first round", "feedback batch")
     server = ServerCount(chat_server)
@@ -821,12 +821,6 @@ def test_a_killed_sweeps_running_marker_goes_once_its_spec_is_recorded(
     assert leftovers(tree) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a kill while the pre-trained backbone is published leaves its temp folder "
-    "<cache>/pretrained/.<key>.<random>.tmp for good: nothing removes a dead writer's temp "
-    "folder (gcdbench/util/files.py atomic_dir, gcdbench/training/pretrain.py _store)",
-)
 def test_a_kill_while_the_pretrained_backbone_is_cached_leaves_no_temp_folder(
     inputs: Inputs, tmp_path: Path
 ) -> None:

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from gcdbench.api.progress import Reporter
+from gcdbench.util.files import same_file
 
 #: flock errors that mean "this file system cannot lock", not "someone else holds it".
 _UNSUPPORTED = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL}
@@ -134,16 +135,6 @@ def _lock_now(fd: int) -> bool:
     except BlockingIOError:
         return False
     return True
-
-
-def same_file(fd: int, path: Path) -> bool:
-    """Whether ``fd`` is still the file at ``path`` (not one deleted or replaced since)."""
-    try:
-        on_disk = os.stat(path)
-    except FileNotFoundError:
-        return False
-    mine = os.fstat(fd)
-    return (on_disk.st_dev, on_disk.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def _stamp(fd: int) -> None:

@@ -37,10 +37,9 @@ from gcdbench.api.record import ResultRecord
 from gcdbench.api.spec import RunSpec
 from gcdbench.errors import GcdbenchError
 from gcdbench.runner.identity import run_identity, stale_reasons
-from gcdbench.runner.locks import same_file
 from gcdbench.runner.store import RECORD, load_record
 from gcdbench.runner.store import RUNNING as RUNNING_FOLDER
-from gcdbench.util.files import atomic_open, write_json
+from gcdbench.util.files import atomic_open, same_file, write_json
 
 if TYPE_CHECKING:
     from gcdbench.api.dataset import DatasetParts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -47,9 +48,14 @@ def atomic_dir(target: Path, complete: str) -> Iterator[Path]:
 
     ``complete`` names the file inside a finished folder: if another process published
     ``target`` first, its (equivalent) folder stays and ours is dropped.
+
+    The writer holds an ``flock`` on its temp folder while filling it, so a temp folder
+    nobody holds belongs to a killed writer: each publish removes those first. No lock file
+    sits beside the folders (the caches' readers expect only published folders there).
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    remove_abandoned_temp_dirs(target.parent)
+    tmp, fd = _claimed_temp_dir(target)
     try:
         yield tmp
         # mkdtemp makes the folder private (0700); caches are meant to be read by others.
@@ -61,6 +67,52 @@ def atomic_dir(target: Path, complete: str) -> Iterator[Path]:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        os.close(fd)  # releases the claim, after the folder is published or gone
+
+
+def remove_abandoned_temp_dirs(parent: Path) -> list[Path]:
+    """Remove the ``atomic_dir`` temp folders in ``parent`` whose writer is dead (nobody holds
+    their lock); return them. A live writer's folder is left alone."""
+    removed = []
+    for path in sorted(parent.glob(".*.tmp")):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:  # gone meanwhile, or a file (atomic_open's temp files)
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held by a live writer, or locks unsupported here: keep it
+            os.close(fd)
+            continue
+        # Deleted while we hold its lock: a writer that claims it next sees that and retries.
+        shutil.rmtree(path, ignore_errors=True)
+        os.close(fd)
+        removed.append(path)
+    return removed
+
+
+def _claimed_temp_dir(target: Path) -> tuple[Path, int]:
+    """A fresh temp folder beside ``target`` and an open descriptor holding its lock."""
+    while True:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # waits only while a cleaner holds it
+        except OSError:  # no locks on this file system: publish unclaimed, as before
+            return tmp, fd
+        if same_file(fd, tmp):
+            return tmp, fd
+        os.close(fd)  # a cleaner took it between mkdtemp and our lock: take another
+
+
+def same_file(fd: int, path: Path) -> bool:
+    """Whether ``fd`` is still the file at ``path`` (not one deleted or replaced since)."""
+    try:
+        on_disk = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (on_disk.st_dev, on_disk.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def write_json(path: Path, obj: Any) -> None:
