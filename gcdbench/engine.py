@@ -31,7 +31,7 @@ from pathlib import Path
 #: that ask can move); an unconstrained reply that does not parse is asked once more.
 ENGINE_VERSION = "3"
 #: sha256 of the engine sources at ENGINE_VERSION (see the module docstring).
-ENGINE_FINGERPRINT = "2b5905bfe41babf7d7cdafa08dd4f933e1610dd3fdbc3273cdfe999065fe5e54"
+ENGINE_FINGERPRINT = "2268e6fc427eb0814b5defac54d38ee1cc58fa9b6a8877d9955763594a48c493"
 
 PACKAGE = Path(__file__).resolve().parent
 #: The result-shaping code, relative to the package: folders (every .py and .txt inside)

@@ -95,14 +95,17 @@ def _claimed_temp_dir(target: Path) -> tuple[Path, int]:
     """A fresh temp folder beside ``target`` and an open descriptor holding its lock."""
     while True:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-        fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:  # a cleaner removed it before we could claim it
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # waits only while a cleaner holds it
         except OSError:  # no locks on this file system: publish unclaimed, as before
             return tmp, fd
         if same_file(fd, tmp):
             return tmp, fd
-        os.close(fd)  # a cleaner took it between mkdtemp and our lock: take another
+        os.close(fd)  # a cleaner took it between our open and our lock: take another
 
 
 def same_file(fd: int, path: Path) -> bool:
