@@ -163,6 +163,8 @@ def test_a_killed_sweep_resumes_to_the_uninterrupted_records(
     }
     assert len(resumed) == 1 and set(resumed).isdisjoint(finished), resumed
     ((where,),) = resumed.values()
+    # The plan runs GLEAN's specs first: the kill lands in a run that asks questions.
+    assert next(iter(resumed))[0] == "glean", resumed
     # Finished rounds are not redone: only the epochs after the checkpoint train.
     assert 1 <= where["from_round"] < ROUNDS
     assert where["epochs_trained"] == ROUNDS - where["from_round"]
