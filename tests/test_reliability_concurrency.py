@@ -27,10 +27,9 @@ from typing import Any
 
 import pytest
 
+from tests import test_reliability_kills as kills
 from tests.test_reliability_kills import (
-    LATENCY_S,
     SLICE,
-    SLICES,
     ZERO,
     Findings,
     Gcdbench,
@@ -45,9 +44,12 @@ from tests.test_reliability_kills import (
     ledger_keys,
     ledger_problems,
     leftovers,
-    llm_spec,
     recorded_requests,
 )
+
+#: The kill suite's module fixtures, shared: a chat server and the inputs per module.
+chat_server = kills.chat_server
+inputs = kills.inputs
 
 #: An outcome line of ``gcdbench run`` with a plan, and of ``gcdbench sweep`` (not -q).
 OUTCOME = re.compile(
@@ -185,25 +187,6 @@ def summary() -> Iterator[Any]:
     yield counts
     counts.publish()
     assert not counts.problems(), counts.problems()
-
-
-@pytest.fixture(scope="module")
-def chat_server() -> Iterator[Any]:
-    from llm_servers import ScriptedChatServer
-
-    with ScriptedChatServer(latency_s=LATENCY_S) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def inputs(shared_data: Path, tmp_path_factory: pytest.TempPathFactory, chat_server) -> Inputs:
-    from tests.banking_slices import write_slices
-    from tests.training_fixtures import tiny_bert_folder
-
-    root = tmp_path_factory.mktemp("concurrency-inputs")
-    write_slices(shared_data, root / "slices", SLICES)
-    bert = tiny_bert_folder(root / "bert")
-    return Inputs(root / "slices", shared_data.resolve(), bert, llm_spec(chat_server.base_url))
 
 
 def test_four_processes_on_one_store_and_ledger_run_each_spec_once(

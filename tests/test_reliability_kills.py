@@ -675,18 +675,8 @@ def kill_and_restart_kmeans(
             if not tree.results.joinpath("runs").is_dir():
                 log.ended(run_to_end(tree, args[:-1]), "none")
             log.findings.add(stack.enter_context(watching_records(tree.results)))
-        for point in points:
-            run = Gcdbench(tree, args)
-            kill_at(run, point, rng, reference.duration_s)
-            log.ended(run, point)
-            log.after_kill(tree)
-    final = Gcdbench(tree, args)
-    final.finish()
-    log.ended(final, "none")
-    expected = {0: reference.results[0]}
-    log.findings.add(check_store(tree.results).findings)
-    log.findings.add(compare_results(tree.results, KMEANS_DATASET, "kmeans", expected))
-    log.findings.left += leftovers(tree)
+        kill_at_each(log, tree, args, points, rng, reference.duration_s)
+    finish_kmeans(log, tree, args, {0: reference.results[0]})
     return log
 
 
@@ -703,18 +693,38 @@ def kill_and_restart_sweep(
     tree.root.mkdir(parents=True, exist_ok=True)
     plan = sweep_plan(tree.root, inputs, sorted(reference.results))
     args = ["sweep", str(plan), "--results-dir", str(tree.results), "-q"]
+    kill_at_each(log, tree, args, points, rng, reference.duration_s)
+    finish_kmeans(log, tree, args, reference.results)
+    return log
+
+
+def kill_at_each(
+    log: KillLog,
+    tree: Tree,
+    args: Sequence[str],
+    points: Sequence[str],
+    rng: random.Random,
+    duration_s: float,
+) -> None:
+    """Start ``gcdbench ARGS`` and kill it at each of ``points`` in turn."""
     for point in points:
         run = Gcdbench(tree, args)
-        kill_at(run, point, rng, reference.duration_s)
+        kill_at(run, point, rng, duration_s)
         log.ended(run, point)
         log.after_kill(tree)
+
+
+def finish_kmeans(
+    log: KillLog, tree: Tree, args: Sequence[str], expected: dict[int, Result]
+) -> None:
+    """Run ``gcdbench ARGS`` to its end; each expected K-means seed recorded once, as
+    uninterrupted, and nothing left behind."""
     final = Gcdbench(tree, args)
     final.finish()
     log.ended(final, "none")
     log.findings.add(check_store(tree.results).findings)
-    log.findings.add(compare_results(tree.results, KMEANS_DATASET, "kmeans", reference.results))
+    log.findings.add(compare_results(tree.results, KMEANS_DATASET, "kmeans", expected))
     log.findings.left += leftovers(tree)
-    return log
 
 
 # -- fixtures ------------------------------------------------------------------------------------

@@ -20,15 +20,14 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests import test_reliability_kills as kills
 from tests.test_reliability_kills import (
     CONCURRENCY,
-    LATENCY_S,
     Gcdbench,
     ServerCount,
     Tree,
@@ -43,6 +42,10 @@ SLICES = {"banking-slice6": 6, "banking-slice4": 4}
 SEEDS = (0, 1, 2)
 METHODS = ("glean", "no-llm")
 ROUNDS = 4  # epochs, one round each: the kill lands between the first and the last checkpoint
+
+
+#: The kill suite's chat server fixture, shared.
+chat_server = kills.chat_server
 
 
 class SweepCommand(Gcdbench):
@@ -93,14 +96,6 @@ def _mid_round_checkpoint(results: Path) -> Path | None:
         if 1 <= int(path.stem.split("-")[1]) < ROUNDS:
             return path.parent
     return None
-
-
-@pytest.fixture(scope="module")
-def chat_server() -> Iterator[Any]:
-    from llm_servers import ScriptedChatServer
-
-    with ScriptedChatServer(latency_s=LATENCY_S) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
