@@ -241,9 +241,6 @@ def build_context(
     )
 
 
-#: Under the results store: training checkpoints, one folder per run id (docs/resume.md).
-
-
 def checkpoint_folder(results_root: Path, run_id: str, *, fresh: bool = False) -> Path:
     """``<results>/.checkpoints/<run id[:16]>/``: where a run's training checkpoints live,
     named by its run id so a changed spec, data or engine never resumes another run's. Not
