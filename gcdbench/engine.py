@@ -31,7 +31,7 @@ from pathlib import Path
 #: that ask can move); an unconstrained reply that does not parse is asked once more.
 ENGINE_VERSION = "3"
 #: sha256 of the engine sources at ENGINE_VERSION (see the module docstring).
-ENGINE_FINGERPRINT = "ede269fe9cdca5983d61ef31fc8699ec198541275003ca707b79fdcfaae2c0ab"
+ENGINE_FINGERPRINT = "2e75d19d85053ee4271d4ca8b4197aff83a7438586113ec3696bf770194edce4"
 
 PACKAGE = Path(__file__).resolve().parent
 #: The result-shaping code, relative to the package: folders (every .py and .txt inside)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -145,7 +146,8 @@ def test_glean_with_every_component(run):
     assert all(c["name"] for c in record["clusters"])  # the oracle names every cluster
     quality = record["diagnostics"]["feedback_quality"]
     assert set(quality["totals"]) == {INSTANCE, CATEGORY}
-    assert quality["descriptions"]["rounds"][0]["descriptions"] == 6
+    # Only the clusters a category question offered were described.
+    assert quality["descriptions"]["rounds"][0]["descriptions"] == plan["described"] <= 6
 
 
 def test_glean_fusion_fits_on_labeled_questions_and_uses_every_fused_answer(run):
@@ -241,8 +243,13 @@ def test_glean_round_without_anchors_trains_without_alignment(run):
     # Regression: a round with no usable category answer (here: no anchors at all) used to
     # stop training with "loss 'align' needs batch keys".
     record = run("glean --llm oracle -p query_samples=0")
-    assert _plan(record) == {"anchors": 0, "description_fallbacks": 0}
-    assert _asked_kinds(record) == {CHARACTERIZE}  # descriptions are still made
+    # No category question offers a cluster, so none is described; the final clusters are
+    # still named.
+    assert _plan(record) == {"anchors": 0, "description_fallbacks": 0, "described": 0}
+    assert _asked_kinds(record) == {CHARACTERIZE}
+    assert record["feedback"]["stats"]["per_kind"][CHARACTERIZE]["queries"] == len(
+        record["clusters"]
+    )
     assert "align" not in _losses(record)
     assert record["diagnostics"]["feedback_quality"]["rounds"] == []
 
@@ -383,6 +390,24 @@ def test_demonstrations_hold_known_classes_only_by_default(banking_rounds):
     assert ctx.leaked == ["glean leaky_category_demos"]
 
 
+def test_glean_describes_the_offered_clusters_or_all(banking_rounds, run):
+    build, task, _ = banking_rounds
+    candidates = np.array([[3, 5], [5, 9], [9, 3]])
+    assert build()[0]._to_describe(candidates) == [3, 5, 9]
+    assert build(describe="all")[0]._to_describe(candidates) == list(range(task.num_classes))
+
+    every = run("glean --llm oracle -p describe=all -p epochs=2")
+    rounds = every["diagnostics"]["rounds"]
+    assert [r["plan"]["described"] for r in rounds] == [6, 6]
+    assert all(
+        d["descriptions"] == 6
+        for d in every["diagnostics"]["feedback_quality"]["descriptions"]["rounds"]
+    )
+    per_kind = every["feedback"]["stats"]["per_kind"]
+    assert per_kind[CHARACTERIZE]["queries"] == 2 * 6 + len(every["clusters"])
+    assert every["identity"] != run("glean --llm oracle -p epochs=2")["identity"]
+
+
 # -- 5. quality filters reach the provider ---------------------------------------------------
 
 
@@ -455,13 +480,15 @@ def test_feedback_log_matches_the_round_plans(run):
         assert quality["totals"][kind]["asked"] == sum(rows[(kind, i)]["asked"] for i in range(2))
     described = quality["descriptions"]["rounds"]
     assert [d["round"] for d in described] == [0, 1]
-    assert all(d["descriptions"] == 6 for d in described)
+    assert [d["descriptions"] for d in described] == [r["plan"]["described"] for r in rounds]
     assert [d["fallbacks"] for d in described] == [
         r["plan"]["description_fallbacks"] for r in rounds
     ]
     per_kind = record["feedback"]["stats"]["per_kind"]
     assert per_kind[INSTANCE]["queries"] == per_kind[CATEGORY]["queries"] == 12
-    assert per_kind[CHARACTERIZE]["queries"] == 2 * 6 + len(record["clusters"])
+    assert per_kind[CHARACTERIZE]["queries"] == sum(r["plan"]["described"] for r in rounds) + len(
+        record["clusters"]
+    )
 
 
 # -- 7. one GLEAN round through a real local LLM --------------------------------------------
@@ -488,7 +515,7 @@ def test_glean_round_through_a_local_llm_then_from_the_ledger(run, tmp_path):
         assert sum(plan[kind]["statuses"].values()) == plan[kind]["asked"] == 2
     quality = first["diagnostics"]["feedback_quality"]
     assert set(quality["totals"]) == {INSTANCE, CATEGORY}
-    assert quality["descriptions"]["rounds"][0]["descriptions"] == 4
+    assert quality["descriptions"]["rounds"][0]["descriptions"] == plan["described"] <= 4
     assert len(first["clusters"]) == 4
     for cluster in first["clusters"]:
         assert isinstance(cluster["name"], str)

@@ -121,6 +121,39 @@ def test_alignment_term_runs_when_the_plan_gives_targets(tiny_bert):  # noqa: F8
     assert result.rounds[0]["align_targets"] == pool
 
 
+def test_offered_only_encodes_just_the_descriptions_offered_to_the_batch(tiny_bert):  # noqa: F811
+    task, _, _ = tiny_task()
+    pool = len(task.train)
+    k = task.num_classes
+    # Half the pool has a target among clusters {0, 1}; cluster 2's description is never
+    # offered, and the rest are empty, as a method describing only what it offers leaves them.
+    offered = {i: [0, 1] for i in range(0, pool, 2)}
+    descriptions = ["cluster zero", "cluster one", "never offered"] + [""] * (k - 3)
+    plan = RoundPlan(
+        align_targets={i: i % 2 for i in offered},
+        align_candidates=offered,
+        descriptions=descriptions,
+        encode_offered_only=True,
+    )
+    spy = SpyMode(_mode(tiny_bert, task))
+    encoded: list[list[str]] = []
+
+    def embed_texts(texts, *, generator):
+        encoded.append(list(texts))
+        return spy._mode.embed_texts(texts, generator=generator)
+
+    spy.embed_texts = embed_texts
+    params = dataclasses.replace(SMOKE, epochs=1)
+    result = run_rounds(
+        task, spy, params, k=5, seed=0, rng=np.random.default_rng(0), hook=lambda *_: plan,
+        align_weight=0.1,
+    )  # fmt: skip
+    assert encoded, "no batch encoded a description"
+    assert all(texts == ["cluster zero", "cluster one"] for texts in encoded)
+    losses = result.rounds[0]["epochs"][0]["loss"]
+    assert set(losses) == {"ncl", "ce", "align"} and np.isfinite(losses["align"])
+
+
 class _SpyLoss(LossHook):
     """A third-party loss: mean squared norm of the anchor views, counting its calls."""
 

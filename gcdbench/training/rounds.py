@@ -308,8 +308,9 @@ def _fill_alignment(
     head: ProjectionHead,
     generator: torch.Generator,
 ) -> None:
-    """Alignment inputs for this batch. Every description is re-encoded at every step with
-    grad through the trainable part of the backbone and the head (docs/methods/glean.md §5.3)."""
+    """Alignment inputs for this batch. The descriptions are re-encoded at every step with
+    grad through the trainable part of the backbone and the head (docs/methods/glean.md §5.3):
+    all K, or only those offered to the batch's anchors (``RoundPlan.encode_offered_only``)."""
     device = anchor_features.device
     num = len(plan.descriptions)
     targets = torch.full((len(idx),), -1, dtype=torch.long)
@@ -327,5 +328,13 @@ def _fill_alignment(
             (num, anchor_features.shape[1]), device=device
         )
         return
-    described = mode.embed_texts(list(plan.descriptions), generator=generator)
-    outputs["description_features"] = head.normalised(described)
+    if not plan.encode_offered_only:
+        described = mode.embed_texts(list(plan.descriptions), generator=generator)
+        outputs["description_features"] = head.normalised(described)
+        return
+    # Rows the loss masks out stay zero: only the offered descriptions carry a graph.
+    offered = torch.nonzero(candidates[targets >= 0].any(dim=0)).squeeze(1)
+    texts = [plan.descriptions[i] for i in offered.tolist()]
+    encoded = head.normalised(mode.embed_texts(texts, generator=generator))
+    features = torch.zeros((num, encoded.shape[1]), dtype=encoded.dtype, device=device)
+    outputs["description_features"] = features.index_copy(0, offered.to(device), encoded)

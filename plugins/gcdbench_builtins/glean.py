@@ -78,6 +78,14 @@ class GleanParams(training.RoundParams):
     representatives: int = param(
         10, ge=1, help="texts per cluster in the characterisation question"
     )
+    # At the cpu preset a round offers about half of BANKING's 77 clusters; describing and
+    # re-encoding the rest every step cost LLM time and training time for nothing.
+    describe: str = param(
+        "offered",
+        choices=("offered", "all"),
+        help="characterise (and encode each step) only the clusters a category question "
+        "offers, or all K every round (version 3 and the official code)",
+    )
     demos_per_class: int = param(5, ge=0, help="known-class dev examples in the instance question")
     category_demos_per_class: int = param(
         2, ge=0, help="known-class dev examples in the category question"
@@ -126,6 +134,7 @@ class GleanParams(training.RoundParams):
 
 _GLEAN_PAPER = {
     "feat_dim": 768,
+    "describe": "all",
     "query_samples": 500,
     "category_ratio": 0.5,
     "order_consistency": 1,
@@ -151,7 +160,9 @@ class Glean(Method):
     # 2: the rounds draw from their own stage, cache hit or miss. 3: the asking policy is a
     # parameter (prompt_layout added); noisy-oracle draws and the second option order are
     # keyed by the question alone (no longer by how it is asked), so simulated answers move.
-    version = "3"
+    # 4: describe = "offered" by default (fewer characterisation questions, other dropout
+    # draws in the alignment loss).
+    version = "4"
     uses = ("encoder", "loss", "miner", "feedback")
     trains_encoder = True
     asks = ("select-similar-instance", "select-category", "characterize-cluster")
@@ -296,12 +307,14 @@ class GleanRounds:
             plan[INSTANCE] = asked.summary()
         if not self.cluster_feedback:
             return training.RoundPlan(positives=positives, info=plan)
-        descriptions, fallbacks = self._describe(state, index)
+        candidates = training.category_candidates(state, anchors, self.params.category_ratio)
+        descriptions, fallbacks = self._describe(state, index, self._to_describe(candidates))
         plan["description_fallbacks"] = fallbacks
+        plan["described"] = sum(bool(d) for d in descriptions)
         targets: dict[int, int] = {}
         offered: dict[int, list[int]] = {}
         if len(anchors):
-            asked, candidates = self._category(state, index, anchors, descriptions)
+            asked = self._category(state, index, anchors, candidates, descriptions)
             targets = asked.chosen()
             offered = {int(a): row.tolist() for a, row in zip(anchors, candidates, strict=True)}
             plan[CATEGORY] = asked.summary()
@@ -310,6 +323,7 @@ class GleanRounds:
             align_targets=targets,
             align_candidates={a: offered[a] for a in targets},
             descriptions=descriptions,
+            encode_offered_only=self.params.describe == "offered",
             info=plan,
         )
 
@@ -342,24 +356,44 @@ class GleanRounds:
             adjust=adjust,
         )
 
-    def _describe(self, state: ClusterState, index: int) -> tuple[list[str], int]:
-        reps = training.representatives(state, self.params.representatives)
+    def _to_describe(self, candidates: np.ndarray) -> list[int]:
+        """The clusters this round's category questions (and calibration ones) offer, or
+        all K."""
+        num_clusters = self.task.num_classes
+        if self.params.describe == "all":
+            return list(range(num_clusters))
+        offered = set(np.unique(candidates).tolist())
+        if self.fusion is not None:
+            offered |= self.fusion.category_clusters()
+        return sorted(offered)
+
+    def _describe(
+        self, state: ClusterState, index: int, clusters: list[int]
+    ) -> tuple[list[str], int]:
+        """One description per cluster; those not in ``clusters`` stay empty (never shown,
+        never encoded)."""
+        reps = training.representatives(state, self.params.representatives)[clusters]
         texts = self.task.train.texts
         answers = self.asker.characterize(
             [row.tolist() for row in reps], texts, known_names=self.task.known_class_names
         )
-        descriptions = [
-            training.description_text(answer.value, [texts[i] for i in row])
-            for answer, row in zip(answers, reps, strict=True)
-        ]
+        descriptions = [""] * state.soft.shape[1]
+        for cluster, answer, row in zip(clusters, answers, reps, strict=True):
+            descriptions[cluster] = training.description_text(answer.value, [texts[i] for i in row])
         fallbacks = sum(answer.value is None for answer in answers)
-        self.asker.log.descriptions.append(DescriptionLog(index, descriptions, fallbacks))
+        # The log keeps the descriptions made: its coverage is over what was described.
+        made = [descriptions[c] for c in clusters]
+        self.asker.log.descriptions.append(DescriptionLog(index, made, fallbacks))
         return descriptions, fallbacks
 
     def _category(
-        self, state: ClusterState, index: int, anchors: np.ndarray, descriptions: list[str]
-    ) -> tuple[Any, np.ndarray]:
-        candidates = training.category_candidates(state, anchors, self.params.category_ratio)
+        self,
+        state: ClusterState,
+        index: int,
+        anchors: np.ndarray,
+        candidates: np.ndarray,
+        descriptions: list[str],
+    ) -> Any:
         # Converted once: every query offering a cluster shares its member list (oracles read it).
         members = [
             m.tolist() for m in training.cluster_members(state.assignments, state.soft.shape[1])
@@ -385,7 +419,7 @@ class GleanRounds:
             assignments=state.assignments,
             adjust=adjust,
         )
-        return asked, candidates
+        return asked
 
     def name_test_clusters(
         self, features: np.ndarray, assignments: np.ndarray

@@ -55,6 +55,11 @@ class RoundFusion:
             self.ctx.rng(f"glean-calibration-{index}"),
         )
 
+    def category_clusters(self) -> set[int]:
+        """The clusters this round's calibration category questions offer (they need
+        descriptions too)."""
+        return {int(c) for q in self._set.category for c in q.options}
+
     def instance(self, state: ClusterState, style: Any, similarities: np.ndarray) -> Adjust:
         texts = self.task.train.texts
         questions = self._set.instance
