@@ -308,9 +308,10 @@ class GleanRounds:
         if not self.cluster_feedback:
             return training.RoundPlan(positives=positives, info=plan)
         candidates = training.category_candidates(state, anchors, self.params.category_ratio)
-        descriptions, fallbacks = self._describe(state, index, self._to_describe(candidates))
+        described = self._to_describe(candidates)
+        descriptions, fallbacks = self._describe(state, index, described)
         plan["description_fallbacks"] = fallbacks
-        plan["described"] = sum(bool(d) for d in descriptions)
+        plan["described"] = len(described)
         targets: dict[int, int] = {}
         offered: dict[int, list[int]] = {}
         if len(anchors):
