@@ -94,14 +94,19 @@ def _is_point(record: ResultRecord) -> bool:
 
 
 def rows(points: list[ResultRecord], controls: dict[int, float]) -> list[dict[str, Any]]:
-    """One row per accuracy: ACC (mean over seeds), the paired difference to the control,
-    and the realised feedback accuracy per kind with the encoder's on the same questions."""
-    by_p: dict[float, list[ResultRecord]] = defaultdict(list)
+    """One row per accuracy and GLEAN version (runs of two versions are never averaged):
+    ACC (mean over seeds), the paired difference to the control, and the realised feedback
+    accuracy per kind with the encoder's on the same questions."""
+    by_p: dict[tuple[float, str], list[ResultRecord]] = defaultdict(list)
     for record in points:
-        by_p[float(_accuracy(record))].append(record)  # type: ignore[arg-type]
+        by_p[(float(_accuracy(record)), str(record.method.get("version", "?")))].append(record)  # type: ignore[arg-type]
     out = []
-    for p, group in sorted(by_p.items()):
-        row: dict[str, Any] = {"p": p, "seeds": sorted(r.spec.seed for r in group)}
+    for (p, version), group in sorted(by_p.items()):
+        row: dict[str, Any] = {
+            "p": p,
+            "version": version,
+            "seeds": sorted(r.spec.seed for r in group),
+        }
         accs = [r.metrics["acc"] for r in group]
         row["acc"] = statistics.fmean(accs)
         row["acc_std"] = statistics.stdev(accs) if len(accs) > 1 else None
@@ -133,16 +138,17 @@ def markdown(table: list[dict[str, Any]], controls: dict[int, float]) -> str:
         "no-LLM control ACC per seed: "
         + (", ".join(f"seed {s}: {a:.2f}" for s, a in sorted(controls.items())) or EMPTY),
         "",
-        "| noisy-oracle P | seeds | GLEAN ACC | − no-llm (paired, per seed) | "
+        "| noisy-oracle P | GLEAN version | seeds | GLEAN ACC | − no-llm (paired, per seed) | "
         "instance right / encoder | category right / encoder |",
-        "|---:|---|---:|---|---:|---:|",
+        "|---:|---:|---|---:|---|---:|---:|",
     ]
     for row in table:
         acc = _f(row["acc"]) + (f" ± {row['acc_std']:.2f}" if row["acc_std"] is not None else "")
         diffs = ", ".join(f"{d:+.2f}" for d in row["diffs"]) or EMPTY
         cells = [f"{_f(row[k], 100, 1)} / {_f(row[k + ':encoder'], 100, 1)}" for k in KINDS]
         lines.append(
-            f"| {row['p']:g} | {','.join(map(str, row['seeds']))} | {acc} | {diffs} | "
+            f"| {row['p']:g} | {row['version']} | {','.join(map(str, row['seeds']))} | {acc} | "
+            f"{diffs} | "
             f"{cells[0]} | {cells[1]} |"
         )
     return "\n".join(lines)
