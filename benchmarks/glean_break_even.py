@@ -99,7 +99,8 @@ def rows(points: list[ResultRecord], controls: dict[int, float]) -> list[dict[st
     accuracy per kind with the encoder's on the same questions."""
     by_p: dict[tuple[float, str], list[ResultRecord]] = defaultdict(list)
     for record in points:
-        by_p[(float(_accuracy(record)), str(record.method.get("version", "?")))].append(record)  # type: ignore[arg-type]
+        p = float(_accuracy(record))  # type: ignore[arg-type]  # points all have one
+        by_p[(p, str(record.method.get("version", "?")))].append(record)
     out = []
     for (p, version), group in sorted(by_p.items()):
         row: dict[str, Any] = {
@@ -148,8 +149,7 @@ def markdown(table: list[dict[str, Any]], controls: dict[int, float]) -> str:
         cells = [f"{_f(row[k], 100, 1)} / {_f(row[k + ':encoder'], 100, 1)}" for k in KINDS]
         lines.append(
             f"| {row['p']:g} | {row['version']} | {','.join(map(str, row['seeds']))} | {acc} | "
-            f"{diffs} | "
-            f"{cells[0]} | {cells[1]} |"
+            f"{diffs} | {cells[0]} | {cells[1]} |"
         )
     return "\n".join(lines)
 

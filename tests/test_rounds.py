@@ -22,15 +22,21 @@ SMOKE = RoundParams(**presets_for(RoundParams)["smoke"])
 
 
 class SpyMode:
-    """A real training mode that records which pool rows each embed call was given."""
+    """A real training mode that records which pool rows each embed call was given, and
+    which texts each embed_texts call."""
 
     def __init__(self, mode):
         self._mode = mode
         self.calls: list[tuple[np.ndarray, bool]] = []
+        self.texts_calls: list[list[str]] = []
 
     def embed(self, indices, *, augment, generator):
         self.calls.append((np.asarray(indices).copy(), augment))
         return self._mode.embed(indices, augment=augment, generator=generator)
+
+    def embed_texts(self, texts, *, generator):
+        self.texts_calls.append(list(texts))
+        return self._mode.embed_texts(texts, generator=generator)
 
     def __getattr__(self, name):
         return getattr(self._mode, name)
@@ -136,20 +142,13 @@ def test_offered_only_encodes_just_the_descriptions_offered_to_the_batch(tiny_be
         encode_offered_only=True,
     )
     spy = SpyMode(_mode(tiny_bert, task))
-    encoded: list[list[str]] = []
-
-    def embed_texts(texts, *, generator):
-        encoded.append(list(texts))
-        return spy._mode.embed_texts(texts, generator=generator)
-
-    spy.embed_texts = embed_texts
     params = dataclasses.replace(SMOKE, epochs=1)
     result = run_rounds(
         task, spy, params, k=5, seed=0, rng=np.random.default_rng(0), hook=lambda *_: plan,
         align_weight=0.1,
     )  # fmt: skip
-    assert encoded, "no batch encoded a description"
-    assert all(texts == ["cluster zero", "cluster one"] for texts in encoded)
+    assert spy.texts_calls, "no batch encoded a description"
+    assert all(texts == ["cluster zero", "cluster one"] for texts in spy.texts_calls)
     losses = result.rounds[0]["epochs"][0]["loss"]
     assert set(losses) == {"ncl", "ce", "align"} and np.isfinite(losses["align"])
 

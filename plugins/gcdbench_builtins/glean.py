@@ -378,12 +378,15 @@ class GleanRounds:
         answers = self.asker.characterize(
             [row.tolist() for row in reps], texts, known_names=self.task.known_class_names
         )
+        made = [
+            training.description_text(answer.value, [texts[i] for i in row])
+            for answer, row in zip(answers, reps, strict=True)
+        ]
         descriptions = [""] * state.soft.shape[1]
-        for cluster, answer, row in zip(clusters, answers, reps, strict=True):
-            descriptions[cluster] = training.description_text(answer.value, [texts[i] for i in row])
+        for cluster, text in zip(clusters, made, strict=True):
+            descriptions[cluster] = text
         fallbacks = sum(answer.value is None for answer in answers)
         # The log keeps the descriptions made: its coverage is over what was described.
-        made = [descriptions[c] for c in clusters]
         self.asker.log.descriptions.append(DescriptionLog(index, made, fallbacks))
         return descriptions, fallbacks
 
