@@ -1,7 +1,7 @@
 """How right must feedback be for GLEAN to beat its no-LLM control? (issue 15)
 
-    python benchmarks/glean_break_even.py run --results-dir results/break-even --seeds 0 \\
-        --accuracies 0.2,0.4,0.6,0.8,1.0
+    python benchmarks/glean_break_even.py run --results-dir results/break-even --seeds 0-2 \\
+        --accuracies 0.3,0.5,0.7,0.9,1,oracle --controls
     python benchmarks/glean_break_even.py report --results-dir results/break-even \\
         --control-dir results/baselines --bank-dir results \\
         --figure benchmarks/figures/glean-break-even.png
@@ -10,15 +10,22 @@
 with ``--llm noisy-oracle:P``: every choice question with a right option is answered right
 with probability P, otherwise a wrong option uniformly; a question without a right option
 gets a uniform pick; cluster descriptions are exact (the oracle names clusters from gold).
-Runs already in the store are skipped, so a second call only adds what is missing.
+``oracle`` in ``--accuracies`` adds the exact oracle, which answers right whenever it can and
+abstains when no option is right (the question then falls back, as a filtered answer does).
+``--controls`` adds GLEAN's matched control per seed: the same training with every LLM
+question ablated (``--ablate instance-instance --ablate cluster-instance``, which
+``--ablate llm`` names in one word). Runs already in the store are skipped, so a second call
+only adds what is missing.
 
-``report`` prints, per accuracy, GLEAN's ACC beside the no-LLM control's on the same seed
-(read from ``--control-dir``; paired difference per seed), and the feedback accuracy the
-runs realised per kind against gold (the share of all asked questions answered right,
-:mod:`gcdbench.report.feedback_quality`) beside the encoder's own choice on the same
-questions. With ``--bank-dir``, the embedded model's accuracies on the feedback bank
-(``gcdbench feedback eval`` records) are drawn on the same axis, so a reader sees which P the
-local model's answers correspond to.
+``report`` prints, per accuracy, GLEAN's ACC beside two controls on the same seed (paired
+differences per seed): the matched control (from ``--results-dir``) and ``no-llm`` (read from
+``--control-dir``), whose round-loop defaults differ from GLEAN's in more than the feedback
+(a known-class classifier and a round every 2 epochs, against K-way and 3). It also prints
+the feedback accuracy the runs realised per kind against gold (the share of answered
+questions answered right, :mod:`gcdbench.report.feedback_quality`) beside the encoder's own
+choice on the same questions, and how many were answered. With ``--bank-dir``, the
+embedded model's accuracies on the feedback bank (``gcdbench feedback eval`` records) are
+drawn on the same axis, so a reader sees which P the local model's answers correspond to.
 """
 
 from __future__ import annotations
@@ -41,14 +48,25 @@ KINDS = ("select-similar-instance", "select-category")
 EMPTY = "–"
 
 
-def run(results_dir: Path, seeds: list[int], accuracies: list[float]) -> None:
+#: Ablating both feedback components leaves GLEAN's training with nothing asked.
+CONTROL_ABLATIONS = ("instance-instance", "cluster-instance")
+EXACT = "oracle"
+
+
+def run(results_dir: Path, seeds: list[int], points: list[str], controls: bool) -> None:
     for seed in seeds:
-        for p in accuracies:
-            command = [
-                sys.executable, "-m", "gcdbench", "run", "glean", "-d", DATASET,
-                "--known-ratio", str(KNOWN), "--seed", str(seed),
-                "--results-dir", str(results_dir), "-q", "--llm", f"noisy-oracle:{p:g}",
-            ]  # fmt: skip
+        common = [
+            sys.executable, "-m", "gcdbench", "run", "glean", "-d", DATASET,
+            "--known-ratio", str(KNOWN), "--seed", str(seed),
+            "--results-dir", str(results_dir), "-q",
+        ]  # fmt: skip
+        commands = [
+            [*common, "--llm", EXACT if p == EXACT else f"noisy-oracle:{float(p):g}"]
+            for p in points
+        ]
+        if controls:
+            commands.append([*common, *(f"--ablate={a}" for a in CONTROL_ABLATIONS)])
+        for command in commands:
             print("$", " ".join(command[2:]), flush=True)
             subprocess.run(command, check=True)
 
@@ -61,8 +79,10 @@ def _records(results_dir: Path) -> list[ResultRecord]:
 
 
 def _accuracy(record: ResultRecord) -> float | None:
-    """The P of a ``noisy-oracle:P`` run, else None."""
+    """The P of a ``noisy-oracle:P`` run (1.0 for the exact oracle), else None."""
     spec = record.spec.llm or ""
+    if spec == EXACT:
+        return 1.0
     if not spec.startswith("noisy-oracle:"):
         return None
     try:
@@ -71,16 +91,22 @@ def _accuracy(record: ResultRecord) -> float | None:
         return None  # a per-kind spec: not one point of the curve
 
 
-def _default_run(record: ResultRecord, method: str) -> bool:
-    """A run of ``method`` on BANKING 25% known with its defaults (no preset, no ablation,
-    the paper variant)."""
+def _label(record: ResultRecord) -> str:
+    """How the point's provider reads in the table: P, or the exact oracle."""
+    return "oracle (abstains)" if record.spec.llm == EXACT else f"{_accuracy(record):g}"
+
+
+def _default_run(record: ResultRecord, method: str, ablated: tuple[str, ...] = ()) -> bool:
+    """A run of ``method`` on BANKING 25% known with its defaults (no preset, the paper
+    variant) and exactly the ``ablated`` components (groups expanded, as the record keeps
+    them)."""
     spec = record.spec
     return (
         spec.method == method
         and spec.dataset == DATASET
         and spec.known_ratio == KNOWN
         and not spec.preset
-        and not spec.ablations
+        and set(record.method.get("ablated_components", [])) - {"llm"} == set(ablated)
         and spec.params.get("variant", "paper") == "paper"
     )
 
@@ -89,38 +115,59 @@ def _is_control(record: ResultRecord) -> bool:
     return _default_run(record, "no-llm")
 
 
+def _is_matched_control(record: ResultRecord) -> bool:
+    return _default_run(record, "glean", CONTROL_ABLATIONS)
+
+
 def _is_point(record: ResultRecord) -> bool:
     return _default_run(record, "glean") and _accuracy(record) is not None
 
 
-def rows(points: list[ResultRecord], controls: dict[int, float]) -> list[dict[str, Any]]:
-    """One row per accuracy and GLEAN version (runs of two versions are never averaged):
-    ACC (mean over seeds), the paired difference to the control, and the realised feedback
+def _by_seed(records: list[ResultRecord]) -> dict[int, float]:
+    return {r.spec.seed: r.metrics["acc"] for r in records}
+
+
+def _paired(group: list[ResultRecord], controls: dict[int, float]) -> list[float]:
+    return [r.metrics["acc"] - controls[r.spec.seed] for r in group if r.spec.seed in controls]
+
+
+def rows(
+    points: list[ResultRecord], matched: dict[int, float], no_llm: dict[int, float]
+) -> list[dict[str, Any]]:
+    """One row per provider and GLEAN version (runs of two versions are never averaged):
+    ACC (mean over seeds), the paired differences to each control, and the realised feedback
     accuracy per kind with the encoder's on the same questions."""
-    by_p: dict[tuple[float, str], list[ResultRecord]] = defaultdict(list)
+    groups: dict[tuple[float, str, str], list[ResultRecord]] = defaultdict(list)
     for record in points:
         p = float(_accuracy(record))  # type: ignore[arg-type]  # points all have one
-        by_p[(p, str(record.method.get("version", "?")))].append(record)
+        groups[(p, _label(record), str(record.method.get("version", "?")))].append(record)
     out = []
-    for (p, version), group in sorted(by_p.items()):
+    for (p, label, version), group in sorted(groups.items()):
+        accs = [r.metrics["acc"] for r in group]
         row: dict[str, Any] = {
             "p": p,
+            "label": label,
+            "exact": label != f"{p:g}",
             "version": version,
             "seeds": sorted(r.spec.seed for r in group),
+            "acc": statistics.fmean(accs),
+            "acc_std": statistics.stdev(accs) if len(accs) > 1 else None,
+            "diffs_matched": _paired(group, matched),
+            "diffs_no_llm": _paired(group, no_llm),
         }
-        accs = [r.metrics["acc"] for r in group]
-        row["acc"] = statistics.fmean(accs)
-        row["acc_std"] = statistics.stdev(accs) if len(accs) > 1 else None
-        diffs = [r.metrics["acc"] - controls[r.spec.seed] for r in group if r.spec.seed in controls]
-        row["diff"] = statistics.fmean(diffs) if diffs else None
-        row["diffs"] = diffs
         for kind in KINDS:
             totals = [
                 r.diagnostics.get("feedback_quality", {}).get("totals", {}).get(kind, {})
                 for r in group
             ]
+            # Over the answered questions (the exact oracle abstains where no option is
+            # right), with the encoder on those same questions.
             row[kind] = _mean([t.get("feedback_accuracy") for t in totals])
-            row[kind + ":encoder"] = _mean([t.get("encoder_accuracy") for t in totals])
+            row[kind + ":encoder"] = _mean(
+                [t.get("encoder_accuracy_answered", t.get("encoder_accuracy")) for t in totals]
+            )
+            row[kind + ":answered"] = sum(t.get("answered", 0) for t in totals)
+            row[kind + ":asked"] = sum(t.get("asked", 0) for t in totals)
         out.append(row)
     return out
 
@@ -134,22 +181,42 @@ def _f(value: float | None, scale: float = 1.0, digits: int = 2) -> str:
     return EMPTY if value is None else f"{value * scale:.{digits}f}"
 
 
-def markdown(table: list[dict[str, Any]], controls: dict[int, float]) -> str:
+def _diffs(diffs: list[float]) -> str:
+    if not diffs:
+        return EMPTY
+    listed = ", ".join(f"{d:+.2f}" for d in diffs)
+    return listed if len(diffs) == 1 else f"{statistics.fmean(diffs):+.2f} ({listed})"
+
+
+def _per_seed(name: str, controls: dict[int, float]) -> str:
+    listed = ", ".join(f"seed {s}: {a:.2f}" for s, a in sorted(controls.items()))
+    return f"{name} ACC per seed: {listed or EMPTY}"
+
+
+def markdown(
+    table: list[dict[str, Any]], matched: dict[int, float], no_llm: dict[int, float]
+) -> str:
     lines = [
-        "no-LLM control ACC per seed: "
-        + (", ".join(f"seed {s}: {a:.2f}" for s, a in sorted(controls.items())) or EMPTY),
+        _per_seed("matched control (glean --ablate llm)", matched),
         "",
-        "| noisy-oracle P | GLEAN version | seeds | GLEAN ACC | − no-llm (paired, per seed) | "
-        "instance right / encoder | category right / encoder |",
-        "|---:|---:|---|---:|---|---:|---:|",
+        _per_seed("no-llm", no_llm),
+        "",
+        "| feedback (noisy-oracle P) | GLEAN version | seeds | GLEAN ACC | "
+        "− matched control (mean; per seed) | − no-llm (mean; per seed) | "
+        "instance right / encoder (answered/asked) | category right / encoder (answered/asked) |",
+        "|---|---:|---|---:|---|---|---:|---:|",
     ]
     for row in table:
         acc = _f(row["acc"]) + (f" ± {row['acc_std']:.2f}" if row["acc_std"] is not None else "")
-        diffs = ", ".join(f"{d:+.2f}" for d in row["diffs"]) or EMPTY
-        cells = [f"{_f(row[k], 100, 1)} / {_f(row[k + ':encoder'], 100, 1)}" for k in KINDS]
+        cells = [
+            f"{_f(row[k], 100, 1)} / {_f(row[k + ':encoder'], 100, 1)} "
+            f"({row[k + ':answered']}/{row[k + ':asked']})"
+            for k in KINDS
+        ]
         lines.append(
-            f"| {row['p']:g} | {row['version']} | {','.join(map(str, row['seeds']))} | {acc} | "
-            f"{diffs} | {cells[0]} | {cells[1]} |"
+            f"| {row['label']} | {row['version']} | {','.join(map(str, row['seeds']))} | "
+            f"{acc} | {_diffs(row['diffs_matched'])} | {_diffs(row['diffs_no_llm'])} | "
+            f"{cells[0]} | {cells[1]} |"
         )
     return "\n".join(lines)
 
@@ -177,7 +244,7 @@ def bank_accuracies(bank_dir: Path) -> list[tuple[str, str, float]]:
 
 def figure(
     table: list[dict[str, Any]],
-    controls: dict[int, float],
+    controls: dict[str, dict[int, float]],
     bank: list[tuple[str, str, float]],
     path: Path,
 ) -> None:
@@ -187,18 +254,26 @@ def figure(
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5.2))
-    ps = [r["p"] for r in table]
-    left.errorbar(ps, [r["acc"] for r in table], yerr=[r["acc_std"] or 0 for r in table],
+    noisy = [r for r in table if not r["exact"]]
+    exact = [r for r in table if r["exact"]]
+    ps = [r["p"] for r in noisy]
+    left.errorbar(ps, [r["acc"] for r in noisy], yerr=[r["acc_std"] or 0 for r in noisy],
                   marker="o", label="GLEAN, noisy-oracle:P")  # fmt: skip
-    if controls:
-        left.axhline(statistics.fmean(controls.values()), color="grey", linestyle="--",
-                     label="no-llm (same seeds)")  # fmt: skip
+    for row in exact:
+        left.errorbar([row["p"]], [row["acc"]], yerr=[row["acc_std"] or 0], marker="*",
+                      markersize=12, linestyle="none", color="tab:green",
+                      label="GLEAN, exact oracle (abstains when no option is right)")  # fmt: skip
+    for (name, by_seed), style in zip(controls.items(), ("-.", "--"), strict=True):
+        if by_seed:
+            seeds = ",".join(map(str, sorted(by_seed)))
+            left.axhline(statistics.fmean(by_seed.values()), color="grey", linestyle=style,
+                         label=f"{name} (mean of seeds {seeds})")  # fmt: skip
     left.set_xlabel("noisy-oracle P (right answer when one is offered)")
     left.set_ylabel("ACC on BANKING 25% known")
     left.set_title("GLEAN against feedback accuracy")
-    left.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
+    left.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
     for kind, colour in zip(KINDS, ("tab:blue", "tab:orange"), strict=True):
-        right.plot(ps, [None if r[kind] is None else 100 * r[kind] for r in table],
+        right.plot(ps, [None if r[kind] is None else 100 * r[kind] for r in noisy],
                    marker="o", color=colour, label=f"{kind}: realised")  # fmt: skip
         encoder = [r[kind + ":encoder"] for r in table if r[kind + ":encoder"] is not None]
         if encoder:
@@ -208,8 +283,9 @@ def figure(
             if bank_kind == kind:
                 right.axhline(100 * accuracy, color=colour, linestyle=":", linewidth=1)
                 right.annotate(
-                    label, (max(ps), 100 * accuracy), fontsize=6, color=colour, ha="right"
-                )
+                    label, (max(ps, default=1.0), 100 * accuracy), fontsize=6, color=colour,
+                    ha="right",
+                )  # fmt: skip
     right.set_xlabel("noisy-oracle P")
     right.set_ylabel("share of asked questions answered right (%)")
     right.set_title("feedback accuracy\n(dotted: the embedded model on the feedback bank)")
@@ -220,17 +296,21 @@ def figure(
 
 
 def report(args: argparse.Namespace) -> None:
-    points = [r for r in _records(args.results_dir) if _is_point(r)]
-    control_dir = args.control_dir or args.results_dir
-    controls = {r.spec.seed: r.metrics["acc"] for r in _records(control_dir) if _is_control(r)}
+    records = _records(args.results_dir)
+    points = [r for r in records if _is_point(r)]
     seeds = {r.spec.seed for r in points}
-    controls = {s: a for s, a in controls.items() if s in seeds}
-    table = rows(points, controls)
-    print(markdown(table, controls))
+    control_records = _records(args.control_dir) if args.control_dir else records
+    matched = _by_seed([r for r in records if _is_matched_control(r)])
+    no_llm = _by_seed([r for r in control_records if _is_control(r)])
+    matched = {s: a for s, a in matched.items() if s in seeds}
+    no_llm = {s: a for s, a in no_llm.items() if s in seeds}
+    table = rows(points, matched, no_llm)
+    print(markdown(table, matched, no_llm))
     bank = bank_accuracies(args.bank_dir) if args.bank_dir else []
     for label, kind, accuracy in bank:
         print(f"bank: {label} — {kind} {100 * accuracy:.1f}")
     if args.figure and table:
+        controls = {"matched control (glean --ablate llm)": matched, "no-llm": no_llm}
         figure(table, controls, bank, args.figure)
         print(f"figure: {args.figure}")
 
@@ -241,7 +321,12 @@ def main() -> None:
     go = sub.add_parser("run")
     go.add_argument("--results-dir", type=Path, required=True)
     go.add_argument("--seeds", default="0")
-    go.add_argument("--accuracies", default="0.2,0.4,0.6,0.8,1.0")
+    go.add_argument(
+        "--accuracies",
+        default="0.2,0.4,0.6,0.8,1.0",
+        help="noisy-oracle P values, and 'oracle' for the exact oracle",
+    )
+    go.add_argument("--controls", action="store_true", help="also the matched control per seed")
     show = sub.add_parser("report")
     show.add_argument("--results-dir", type=Path, required=True)
     show.add_argument("--control-dir", type=Path, help="where the no-llm records are")
@@ -249,10 +334,18 @@ def main() -> None:
     show.add_argument("--figure", type=Path)
     args = parser.parse_args()
     if args.command == "run":
-        accuracies = [float(p) for p in args.accuracies.split(",")]
+        accuracies = [p.strip() for p in args.accuracies.split(",") if p.strip()]
+        for p in accuracies:
+            if p != EXACT:
+                try:
+                    ok = 0.0 <= float(p) <= 1.0
+                except ValueError:
+                    ok = False
+                if not ok:
+                    parser.error(f"--accuracies: {p!r} is neither a probability nor 'oracle'")
         # Read as gcdbench run reads --seeds: 0 / 0,1,2 / 0-4.
         seeds = expand_ints(parse_int_ranges((args.seeds,), "--seeds"))
-        run(args.results_dir, seeds, accuracies)
+        run(args.results_dir, seeds, accuracies, args.controls)
     else:
         report(args)
 

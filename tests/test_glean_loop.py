@@ -43,7 +43,7 @@ from tests.training_fixtures import tiny_bert  # noqa: F401  (fixture)
 SLICES = {"banking-slice6": 6, "banking-slice4": 4}
 SLICE = "banking-slice6"
 KNOWN = 3  # known classes of SLICE at --known-ratio 0.5
-GLEAN_COMPONENTS = ["instance-instance", "cluster-instance", "demo", "filter", "quality"]
+GLEAN_COMPONENTS = ["instance-instance", "cluster-instance", "demo", "filter", "quality", "llm"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -223,9 +223,12 @@ def test_glean_without_both_feedback_kinds_never_opens_the_llm(run, slices, tiny
     # A model file that does not exist: opening it would fail the run, so success proves
     # the provider was never built.
     missing = str(tmp_path / "nonexistent.gguf")
-    both = "--ablate instance-instance --ablate cluster-instance"
-    record = run(f"glean {both} --llm", f"llamacpp:{missing}")
+    # `--ablate llm` is the group of both feedback kinds: GLEAN's matched control.
+    record = run("glean --ablate llm --llm", f"llamacpp:{missing}")
     assert record["spec"]["llm"] == f"llamacpp:{missing}"
+    assert record["method"]["ablated_components"] == sorted(
+        ["llm", "instance-instance", "cluster-instance"]
+    )
     assert record["feedback"] is None
     assert "feedback_quality" not in record["diagnostics"]
     assert record["diagnostics"]["rounds"][0]["plan"] == {}

@@ -175,6 +175,14 @@ class Glean(Method):
         Component("demo", "known-class demonstrations in the choice questions"),
         Component("filter", "confidence filtering and the option-order consistency filter"),
         Component("quality", "quality enhancement: demo + filter", includes=("demo", "filter")),
+        # GLEAN's own control: its training (K-way classifier, a round every 3 epochs) with
+        # nothing asked. `no-llm` keeps the round loop's defaults, so it differs in more
+        # than the feedback (benchmarks/FEEDBACK.md, "The matched control").
+        Component(
+            "llm",
+            "every LLM question: kNN positives, no alignment (the matched no-LLM control)",
+            includes=("instance-instance", "cluster-instance"),
+        ),
     )
     Params = GleanParams
     presets = training.presets_for(GleanParams, paper=_GLEAN_PAPER, smoke=_GLEAN_SMOKE)
