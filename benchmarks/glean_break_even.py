@@ -92,8 +92,11 @@ def _accuracy(record: ResultRecord) -> float | None:
 
 
 def _label(record: ResultRecord) -> str:
-    """How the point's provider reads in the table: P, or the exact oracle."""
-    return "oracle (abstains)" if record.spec.llm == EXACT else f"{_accuracy(record):g}"
+    """How the row's provider reads in the table: P, the exact oracle, or a model's spec."""
+    p = _accuracy(record)
+    if record.spec.llm == EXACT:
+        return "oracle (abstains)"
+    return f"{p:g}" if p is not None else f"{record.spec.llm} (a model)"
 
 
 def _default_run(record: ResultRecord, method: str, ablated: tuple[str, ...] = ()) -> bool:
@@ -120,7 +123,9 @@ def _is_matched_control(record: ResultRecord) -> bool:
 
 
 def _is_point(record: ResultRecord) -> bool:
-    return _default_run(record, "glean") and _accuracy(record) is not None
+    """A default GLEAN run with any feedback: a point of the curve when simulated, a
+    horizontal line when a model answered."""
+    return _default_run(record, "glean") and bool(record.spec.llm)
 
 
 def _by_seed(records: list[ResultRecord]) -> dict[int, float]:
@@ -139,15 +144,17 @@ def rows(
     accuracy per kind with the encoder's on the same questions."""
     groups: dict[tuple[float, str, str], list[ResultRecord]] = defaultdict(list)
     for record in points:
-        p = float(_accuracy(record))  # type: ignore[arg-type]  # points all have one
-        groups[(p, _label(record), str(record.method.get("version", "?")))].append(record)
+        p = _accuracy(record)
+        # A model's rows sort after the simulated ones (it has no P).
+        key = (2.0 if p is None else p, _label(record), str(record.method.get("version", "?")))
+        groups[key].append(record)
     out = []
     for (p, label, version), group in sorted(groups.items()):
         accs = [r.metrics["acc"] for r in group]
         row: dict[str, Any] = {
-            "p": p,
+            "p": p if p <= 1 else None,
             "label": label,
-            "exact": label != f"{p:g}",
+            "exact": label == "oracle (abstains)",
             "version": version,
             "seeds": sorted(r.spec.seed for r in group),
             "acc": statistics.fmean(accs),
@@ -201,7 +208,7 @@ def markdown(
         "",
         _per_seed("no-llm", no_llm),
         "",
-        "| feedback (noisy-oracle P) | GLEAN version | seeds | GLEAN ACC | "
+        "| feedback: noisy-oracle P or provider | GLEAN version | seeds | GLEAN ACC | "
         "− matched control (mean; per seed) | − no-llm (mean; per seed) | "
         "instance right / encoder (answered/asked) | category right / encoder (answered/asked) |",
         "|---|---:|---|---:|---|---|---:|---:|",
@@ -253,9 +260,10 @@ def figure(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5.2))
-    noisy = [r for r in table if not r["exact"]]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 6.2))
+    noisy = [r for r in table if not r["exact"] and r["p"] is not None]
     exact = [r for r in table if r["exact"]]
+    models = [r for r in table if r["p"] is None]
     ps = [r["p"] for r in noisy]
     left.errorbar(ps, [r["acc"] for r in noisy], yerr=[r["acc_std"] or 0 for r in noisy],
                   marker="o", label="GLEAN, noisy-oracle:P")  # fmt: skip
@@ -263,6 +271,9 @@ def figure(
         left.errorbar([row["p"]], [row["acc"]], yerr=[row["acc_std"] or 0], marker="*",
                       markersize=12, linestyle="none", color="tab:green",
                       label="GLEAN, exact oracle (abstains when no option is right)")  # fmt: skip
+    for row, colour in zip(models, ("tab:red", "tab:purple", "tab:brown"), strict=False):
+        left.axhline(row["acc"], color=colour, linestyle=":",
+                     label=f"GLEAN, {row['label']}, version {row['version']}")  # fmt: skip
     for (name, by_seed), style in zip(controls.items(), ("-.", "--"), strict=True):
         if by_seed:
             seeds = ",".join(map(str, sorted(by_seed)))
@@ -271,11 +282,13 @@ def figure(
     left.set_xlabel("noisy-oracle P (right answer when one is offered)")
     left.set_ylabel("ACC on BANKING 25% known")
     left.set_title("GLEAN against feedback accuracy")
-    left.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
+    left.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1)
     for kind, colour in zip(KINDS, ("tab:blue", "tab:orange"), strict=True):
         right.plot(ps, [None if r[kind] is None else 100 * r[kind] for r in noisy],
                    marker="o", color=colour, label=f"{kind}: realised")  # fmt: skip
-        encoder = [r[kind + ":encoder"] for r in table if r[kind + ":encoder"] is not None]
+        # Over the simulated points only: they answer every question, so the encoder's share
+        # is over the same questions as theirs.
+        encoder = [r[kind + ":encoder"] for r in noisy if r[kind + ":encoder"] is not None]
         if encoder:
             right.axhline(100 * statistics.fmean(encoder), color=colour, linestyle="--",
                           label=f"{kind}: encoder's own choice")  # fmt: skip
@@ -296,7 +309,9 @@ def figure(
 
 
 def report(args: argparse.Namespace) -> None:
-    records = _records(args.results_dir)
+    # The same run copied into two stores counts once.
+    by_id = {r.run_id: r for d in [args.results_dir, *args.also] for r in _records(d)}
+    records = list(by_id.values())
     points = [r for r in records if _is_point(r)]
     seeds = {r.spec.seed for r in points}
     control_records = _records(args.control_dir) if args.control_dir else records
@@ -330,6 +345,13 @@ def main() -> None:
     show = sub.add_parser("report")
     show.add_argument("--results-dir", type=Path, required=True)
     show.add_argument("--control-dir", type=Path, help="where the no-llm records are")
+    show.add_argument(
+        "--also",
+        type=Path,
+        action="append",
+        default=[],
+        help="another store whose default GLEAN runs join the table (e.g. a local-model run)",
+    )
     show.add_argument("--bank-dir", type=Path, help="results store with feedback evaluations")
     show.add_argument("--figure", type=Path)
     args = parser.parse_args()
