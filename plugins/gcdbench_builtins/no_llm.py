@@ -1,6 +1,9 @@
 """``no-llm``: MTP pre-training, then the round loop with positives from kNN only (no
-feedback of any kind), then K-means on the test features — the control every
-LLM-in-the-loop method is compared with (GLEAN's "w/o LLM", Loop's "w/o LLMs").
+feedback of any kind), then K-means on the test features — the no-LLM baseline every
+LLM-in-the-loop method is compared with, on the round loop's own defaults. A method's
+*matched* control keeps that method's training settings and switches its questions off
+instead (GLEAN's is ``glean --ablate llm``: a K-way classifier and a round every 3 epochs,
+docs/methods/glean.md §5.5; Loop's ``loop --ablate llm`` keeps its 0.5 CE weight).
 """
 
 from __future__ import annotations
