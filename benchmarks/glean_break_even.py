@@ -31,6 +31,8 @@ drawn on the same axis, so a reader sees which P the local model's answers corre
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import statistics
 import subprocess
 import sys
@@ -91,12 +93,35 @@ def _accuracy(record: ResultRecord) -> float | None:
         return None  # a per-kind spec: not one point of the curve
 
 
+@functools.cache
+def _glean_defaults() -> dict[str, Any]:
+    from gcdbench import registry
+
+    return dataclasses.asdict(registry.get("method", "glean").Params())
+
+
+def _settings(record: ResultRecord) -> str:
+    """The parameters a run set away from GLEAN's current defaults, as ``-p`` reads them
+    ('' for none). A parameter an older version did not have is not a difference."""
+    defaults = _glean_defaults()
+    changed = sorted(
+        (key, value)
+        for key, value in record.spec.params.items()
+        if key in defaults and value != defaults[key]
+    )
+    return " ".join(f"-p {key}={value}" for key, value in changed)
+
+
 def _label(record: ResultRecord) -> str:
-    """How the row's provider reads in the table: P, the exact oracle, or a model's spec."""
+    """How the row reads in the table: P, the exact oracle or a model's spec, then any
+    parameter set away from the defaults."""
     p = _accuracy(record)
     if record.spec.llm == EXACT:
-        return "oracle (abstains)"
-    return f"{p:g}" if p is not None else f"{record.spec.llm} (a model)"
+        label = "oracle (abstains)"
+    else:
+        label = f"{p:g}" if p is not None else f"{record.spec.llm} (a model)"
+    settings = _settings(record)
+    return f"{label}, {settings}" if settings else label
 
 
 def _default_run(record: ResultRecord, method: str, ablated: tuple[str, ...] = ()) -> bool:
@@ -114,12 +139,17 @@ def _default_run(record: ResultRecord, method: str, ablated: tuple[str, ...] = (
     )
 
 
+def record_is_exact(record: ResultRecord) -> bool:
+    return record.spec.llm == EXACT
+
+
 def _is_control(record: ResultRecord) -> bool:
     return _default_run(record, "no-llm")
 
 
 def _is_matched_control(record: ResultRecord) -> bool:
-    return _default_run(record, "glean", CONTROL_ABLATIONS)
+    # At the defaults, as every point it is paired with trains (a point may ask otherwise).
+    return _default_run(record, "glean", CONTROL_ABLATIONS) and not _settings(record)
 
 
 def _is_point(record: ResultRecord) -> bool:
@@ -154,7 +184,8 @@ def rows(
         row: dict[str, Any] = {
             "p": p if p <= 1 else None,
             "label": label,
-            "exact": label == "oracle (abstains)",
+            "exact": record_is_exact(group[0]),
+            "settings": _settings(group[0]),
             "version": version,
             "seeds": sorted(r.spec.seed for r in group),
             "acc": statistics.fmean(accs),
@@ -261,16 +292,19 @@ def figure(
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 6.2))
-    noisy = [r for r in table if not r["exact"] and r["p"] is not None]
-    exact = [r for r in table if r["exact"]]
+    # The curve: noisy-oracle points at the defaults. Every other simulated row is a marker
+    # of its own (the exact oracle, other settings); a model's row is a horizontal line.
+    noisy = [r for r in table if not r["exact"] and r["p"] is not None and not r["settings"]]
+    exact = [r for r in table if r["p"] is not None and r not in noisy]
     models = [r for r in table if r["p"] is None]
     ps = [r["p"] for r in noisy]
     left.errorbar(ps, [r["acc"] for r in noisy], yerr=[r["acc_std"] or 0 for r in noisy],
                   marker="o", label="GLEAN, noisy-oracle:P")  # fmt: skip
-    for row in exact:
-        left.errorbar([row["p"]], [row["acc"]], yerr=[row["acc_std"] or 0], marker="*",
-                      markersize=12, linestyle="none", color="tab:green",
-                      label="GLEAN, exact oracle (abstains when no option is right)")  # fmt: skip
+    for row, marker in zip(exact, ("*", "P", "X", "D"), strict=False):
+        seeds = ",".join(map(str, row["seeds"]))
+        left.errorbar([row["p"]], [row["acc"]], yerr=[row["acc_std"] or 0], marker=marker,
+                      markersize=11, linestyle="none",
+                      label=f"GLEAN, {row['label']} (seeds {seeds})")  # fmt: skip
     for row, colour in zip(models, ("tab:red", "tab:purple", "tab:brown"), strict=False):
         left.axhline(row["acc"], color=colour, linestyle=":",
                      label=f"GLEAN, {row['label']}, version {row['version']}")  # fmt: skip

@@ -24,6 +24,7 @@ def _record(
     *,
     known: float = 0.25,
     answered: int = 60,
+    params: dict[str, object] | None = None,
 ) -> ResultRecord:
     totals = {
         kind: {"feedback_accuracy": 0.5, "encoder_accuracy_answered": 0.25, "answered": answered,
@@ -33,7 +34,9 @@ def _record(
     # The spec keeps what was typed (`--ablate llm`); the record, the expanded components.
     spec_ablations = ("llm",) if "llm" in ablated else ablated
     return ResultRecord(
-        spec=RunSpec(method, "banking", known, seed, ablations=spec_ablations, llm=llm),
+        spec=RunSpec(
+            method, "banking", known, seed, ablations=spec_ablations, llm=llm, params=params or {}
+        ),
         metrics={"acc": acc},
         split={},
         data={},
@@ -90,3 +93,18 @@ def test_rows_pair_each_seed_with_its_own_controls():
     ]  # fmt: skip
     text = be.markdown(be.rows(points, matched, no_llm), matched, no_llm)
     assert "| 0.5 | 4 | 0,1 | 68.00 ± 2.83 | +0.50 (+2.00, -1.00) | +0.50 |" in text
+
+
+def test_a_run_away_from_the_defaults_is_a_row_of_its_own():
+    v500 = {"query_samples": 500, "options": 5}  # options at its default: not a difference
+    points = [
+        _record("glean", 0, 70.0, "oracle"),
+        _record("glean", 0, 71.0, "oracle", params=v500),
+    ]
+    table = be.rows(points, {0: 68.0}, {})
+    assert [row["label"] for row in table] == [
+        "oracle (abstains)", "oracle (abstains), -p query_samples=500",
+    ]  # fmt: skip
+    assert [row["diffs_matched"] for row in table] == [pytest.approx([2.0]), pytest.approx([3.0])]
+    # A control must train at the defaults to be paired with them.
+    assert not be._is_matched_control(_record("glean", 0, 68.0, ablated=BOTH, params={"epochs": 9}))
