@@ -6,7 +6,8 @@
         --control-dir results/baselines --bank-dir results \\
         --figure benchmarks/figures/glean-break-even.png
 
-``run`` makes one default (cpu-preset) GLEAN run on BANKING 25% known per seed and accuracy
+``run`` makes one default (cpu-preset) GLEAN run on BANKING (``--dataset``) 25% known per
+seed and accuracy
 with ``--llm noisy-oracle:P``: every choice question with a right option is answered right
 with probability P, otherwise a wrong option uniformly; a question without a right option
 gets a uniform pick; cluster descriptions are exact (the oracle names clusters from gold).
@@ -55,10 +56,12 @@ CONTROL_ABLATIONS = ("instance-instance", "cluster-instance")
 EXACT = "oracle"
 
 
-def run(results_dir: Path, seeds: list[int], points: list[str], controls: bool) -> None:
+def run(
+    results_dir: Path, seeds: list[int], points: list[str], controls: bool, dataset: str
+) -> None:
     for seed in seeds:
         common = [
-            sys.executable, "-m", "gcdbench", "run", "glean", "-d", DATASET,
+            sys.executable, "-m", "gcdbench", "run", "glean", "-d", dataset,
             "--known-ratio", str(KNOWN), "--seed", str(seed),
             "--results-dir", str(results_dir), "-q",
         ]  # fmt: skip
@@ -124,14 +127,16 @@ def _label(record: ResultRecord) -> str:
     return f"{label}, {settings}" if settings else label
 
 
-def _default_run(record: ResultRecord, method: str, ablated: tuple[str, ...] = ()) -> bool:
-    """A run of ``method`` on BANKING 25% known with its defaults (no preset, the paper
+def _default_run(
+    record: ResultRecord, method: str, ablated: tuple[str, ...] = (), dataset: str = DATASET
+) -> bool:
+    """A run of ``method`` on ``dataset``, 25% known, with its defaults (no preset, the paper
     variant) and exactly the ``ablated`` components (groups expanded, as the record keeps
     them)."""
     spec = record.spec
     return (
         spec.method == method
-        and spec.dataset == DATASET
+        and spec.dataset == dataset
         and spec.known_ratio == KNOWN
         and not spec.preset
         and set(record.method.get("ablated_components", [])) - {"llm"} == set(ablated)
@@ -143,19 +148,19 @@ def record_is_exact(record: ResultRecord) -> bool:
     return record.spec.llm == EXACT
 
 
-def _is_control(record: ResultRecord) -> bool:
-    return _default_run(record, "no-llm")
+def _is_control(record: ResultRecord, dataset: str = DATASET) -> bool:
+    return _default_run(record, "no-llm", dataset=dataset)
 
 
-def _is_matched_control(record: ResultRecord) -> bool:
+def _is_matched_control(record: ResultRecord, dataset: str = DATASET) -> bool:
     # At the defaults, as every point it is paired with trains (a point may ask otherwise).
-    return _default_run(record, "glean", CONTROL_ABLATIONS) and not _settings(record)
+    return _default_run(record, "glean", CONTROL_ABLATIONS, dataset) and not _settings(record)
 
 
-def _is_point(record: ResultRecord) -> bool:
+def _is_point(record: ResultRecord, dataset: str = DATASET) -> bool:
     """A default GLEAN run with any feedback: a point of the curve when simulated, a
     horizontal line when a model answered."""
-    return _default_run(record, "glean") and bool(record.spec.llm)
+    return _default_run(record, "glean", dataset=dataset) and bool(record.spec.llm)
 
 
 def _by_seed(records: list[ResultRecord]) -> dict[int, float]:
@@ -259,8 +264,8 @@ def markdown(
     return "\n".join(lines)
 
 
-def bank_accuracies(bank_dir: Path) -> list[tuple[str, str, float]]:
-    """(provider and policy, kind, accuracy) of every local-model bank evaluation on BANKING:
+def bank_accuracies(bank_dir: Path, dataset: str) -> list[tuple[str, str, float]]:
+    """(provider and policy, kind, accuracy) of every local-model bank evaluation of ``dataset``:
     fused with the encoder where fitted, else with the encoder's choice where the model's
     answer was not kept, so every question has an answer, as in the noisy-oracle runs."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -270,7 +275,7 @@ def bank_accuracies(bank_dir: Path) -> list[tuple[str, str, float]]:
 
     records = [
         r for r in eval_records(bank_dir)
-        if r["bank"]["dataset"] == DATASET and "oracle" not in str(r.get("llm", ""))
+        if r["bank"]["dataset"] == dataset and "oracle" not in str(r.get("llm", ""))
     ]  # fmt: skip
     out = []
     for kind in KINDS:
@@ -285,6 +290,7 @@ def figure(
     controls: dict[str, dict[int, float]],
     bank: list[tuple[str, str, float]],
     path: Path,
+    dataset: str,
 ) -> None:
     import matplotlib
 
@@ -314,7 +320,7 @@ def figure(
             left.axhline(statistics.fmean(by_seed.values()), color="grey", linestyle=style,
                          label=f"{name} (mean of seeds {seeds})")  # fmt: skip
     left.set_xlabel("noisy-oracle P (right answer when one is offered)")
-    left.set_ylabel("ACC on BANKING 25% known")
+    left.set_ylabel(f"ACC on {dataset} 25% known")
     left.set_title("GLEAN against feedback accuracy")
     left.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1)
     for kind, colour in zip(KINDS, ("tab:blue", "tab:orange"), strict=True):
@@ -346,21 +352,22 @@ def report(args: argparse.Namespace) -> None:
     # The same run copied into two stores counts once.
     by_id = {r.run_id: r for d in [args.results_dir, *args.also] for r in _records(d)}
     records = list(by_id.values())
-    points = [r for r in records if _is_point(r)]
+    dataset = args.dataset
+    points = [r for r in records if _is_point(r, dataset)]
     seeds = {r.spec.seed for r in points}
     control_records = _records(args.control_dir) if args.control_dir else records
-    matched = _by_seed([r for r in records if _is_matched_control(r)])
-    no_llm = _by_seed([r for r in control_records if _is_control(r)])
+    matched = _by_seed([r for r in records if _is_matched_control(r, dataset)])
+    no_llm = _by_seed([r for r in control_records if _is_control(r, dataset)])
     matched = {s: a for s, a in matched.items() if s in seeds}
     no_llm = {s: a for s, a in no_llm.items() if s in seeds}
     table = rows(points, matched, no_llm)
     print(markdown(table, matched, no_llm))
-    bank = bank_accuracies(args.bank_dir) if args.bank_dir else []
+    bank = bank_accuracies(args.bank_dir, dataset) if args.bank_dir else []
     for label, kind, accuracy in bank:
         print(f"bank: {label} — {kind} {100 * accuracy:.1f}")
     if args.figure and table:
         controls = {"matched control (glean --ablate llm)": matched, "no-llm": no_llm}
-        figure(table, controls, bank, args.figure)
+        figure(table, controls, bank, args.figure, dataset)
         print(f"figure: {args.figure}")
 
 
@@ -369,6 +376,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     go = sub.add_parser("run")
     go.add_argument("--results-dir", type=Path, required=True)
+    go.add_argument("--dataset", default=DATASET)
     go.add_argument("--seeds", default="0")
     go.add_argument(
         "--accuracies",
@@ -378,6 +386,7 @@ def main() -> None:
     go.add_argument("--controls", action="store_true", help="also the matched control per seed")
     show = sub.add_parser("report")
     show.add_argument("--results-dir", type=Path, required=True)
+    show.add_argument("--dataset", default=DATASET)
     show.add_argument("--control-dir", type=Path, help="where the no-llm records are")
     show.add_argument(
         "--also",
@@ -401,7 +410,7 @@ def main() -> None:
                     parser.error(f"--accuracies: {p!r} is neither a probability nor 'oracle'")
         # Read as gcdbench run reads --seeds: 0 / 0,1,2 / 0-4.
         seeds = expand_ints(parse_int_ranges((args.seeds,), "--seeds"))
-        run(args.results_dir, seeds, accuracies, args.controls)
+        run(args.results_dir, seeds, accuracies, args.controls, args.dataset)
     else:
         report(args)
 
