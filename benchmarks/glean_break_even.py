@@ -7,13 +7,12 @@
         --figure benchmarks/figures/glean-break-even.png
 
 ``run`` makes one default (cpu-preset) GLEAN run on BANKING (``--dataset``) 25% known per
-seed and accuracy
-with ``--llm noisy-oracle:P``: every choice question with a right option is answered right
-with probability P, otherwise a wrong option uniformly; a question without a right option
-gets a uniform pick; cluster descriptions are exact (the oracle names clusters from gold).
-``oracle`` in ``--accuracies`` adds the exact oracle, which answers right whenever it can and
-abstains when no option is right (the question then falls back, as a filtered answer does).
-``--controls`` adds GLEAN's matched control per seed: the same training with every LLM
+seed and accuracy with ``--llm noisy-oracle:P``: every choice question with a right option is
+answered right with probability P, otherwise a wrong option uniformly; a question without a
+right option gets a uniform pick; cluster descriptions are exact (the oracle names clusters
+from gold). ``oracle`` in ``--accuracies`` adds the exact oracle, which answers right whenever
+it can and abstains when no option is right (the question then falls back, as a filtered
+answer does). ``--controls`` adds GLEAN's matched control per seed: the same training with every LLM
 question ablated (``--ablate instance-instance --ablate cluster-instance``, which
 ``--ablate llm`` names in one word). Runs already in the store are skipped, so a second call
 only adds what is missing.
