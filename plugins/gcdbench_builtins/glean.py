@@ -177,7 +177,7 @@ class Glean(Method):
         Component("quality", "quality enhancement: demo + filter", includes=("demo", "filter")),
         # GLEAN's own control: its training (K-way classifier, a round every 3 epochs) with
         # nothing asked. `no-llm` keeps the round loop's defaults, so it differs in more
-        # than the feedback (benchmarks/FEEDBACK.md, "The matched control").
+        # than the feedback (docs/methods/glean.md §5.5).
         Component(
             "llm",
             "every LLM question: kNN positives, no alignment (the matched no-LLM control)",
