@@ -129,9 +129,9 @@ def _label(record: ResultRecord) -> str:
 def _default_run(
     record: ResultRecord, method: str, ablated: tuple[str, ...] = (), dataset: str = DATASET
 ) -> bool:
-    """A run of ``method`` on ``dataset``, 25% known, with its defaults (no preset, the paper
-    variant) and exactly the ``ablated`` components (groups expanded, as the record keeps
-    them)."""
+    """A run of ``method`` on ``dataset``, 25% known, without a preset, in the paper variant,
+    with exactly the ``ablated`` components (groups expanded, as the record keeps them).
+    Other parameters may differ: such a run is a row of its own, labelled by :func:`_settings`."""
     spec = record.spec
     return (
         spec.method == method
@@ -143,7 +143,7 @@ def _default_run(
     )
 
 
-def record_is_exact(record: ResultRecord) -> bool:
+def _is_exact(record: ResultRecord) -> bool:
     return record.spec.llm == EXACT
 
 
@@ -173,7 +173,7 @@ def _paired(group: list[ResultRecord], controls: dict[int, float]) -> list[float
 def rows(
     points: list[ResultRecord], matched: dict[int, float], no_llm: dict[int, float]
 ) -> list[dict[str, Any]]:
-    """One row per provider and GLEAN version (runs of two versions are never averaged):
+    """One row per provider, settings and GLEAN version (two versions are never averaged):
     ACC (mean over seeds), the paired differences to each control, and the realised feedback
     accuracy per kind with the encoder's on the same questions."""
     groups: dict[tuple[float, str, str], list[ResultRecord]] = defaultdict(list)
@@ -188,7 +188,7 @@ def rows(
         row: dict[str, Any] = {
             "p": p if p <= 1 else None,
             "label": label,
-            "exact": record_is_exact(group[0]),
+            "exact": _is_exact(group[0]),
             "settings": _settings(group[0]),
             "version": version,
             "seeds": sorted(r.spec.seed for r in group),
