@@ -31,8 +31,6 @@ drawn on the same axis, so a reader sees which P the local model's answers corre
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import functools
 import statistics
 import subprocess
 import sys
@@ -40,8 +38,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from gcdbench import registry
 from gcdbench.api.record import ResultRecord
 from gcdbench.cli.common import expand_ints, parse_int_ranges
+from gcdbench.report.leaderboard import non_default_params
 from gcdbench.runner.store import ResultsStore, load_record
 
 DATASET = "banking"
@@ -95,30 +95,27 @@ def _accuracy(record: ResultRecord) -> float | None:
         return None  # a per-kind spec: not one point of the curve
 
 
-@functools.cache
-def _glean_defaults() -> dict[str, Any]:
-    from gcdbench import registry
-
-    return dataclasses.asdict(registry.get("method", "glean").Params())
-
-
 def _settings(record: ResultRecord) -> str:
-    """The parameters a run set away from GLEAN's current defaults, as ``-p`` reads them
-    ('' for none). A parameter an older version did not have is not a difference."""
-    defaults = _glean_defaults()
-    changed = sorted(
-        (key, value)
-        for key, value in record.spec.params.items()
-        if key in defaults and value != defaults[key]
-    )
-    return " ".join(f"-p {key}={value}" for key, value in changed)
+    """The parameters a run set away from its method's current defaults, as ``-p`` reads
+    them ('' for none)."""
+    changed = non_default_params(record.spec)
+    return " ".join(f"-p {key}={value}" for key, value in sorted(changed.items()))
+
+
+def _ablated_parts(record: ResultRecord) -> set[str]:
+    """The components a run switched off. The record lists a group (``llm``) beside the parts
+    it expands to; the parts are what decide the run, so ``--ablate llm`` and naming both
+    parts read the same."""
+    components = registry.get("method", record.spec.method).components
+    groups = {c.name for c in components if c.includes}
+    return set(record.method.get("ablated_components", [])) - groups
 
 
 def _label(record: ResultRecord) -> str:
     """How the row reads in the table: P, the exact oracle or a model's spec, then any
     parameter set away from the defaults."""
     p = _accuracy(record)
-    if record.spec.llm == EXACT:
+    if _is_exact(record):
         label = "oracle (abstains)"
     else:
         label = f"{p:g}" if p is not None else f"{record.spec.llm} (a model)"
@@ -138,7 +135,7 @@ def _default_run(
         and spec.dataset == dataset
         and spec.known_ratio == KNOWN
         and not spec.preset
-        and set(record.method.get("ablated_components", [])) - {"llm"} == set(ablated)
+        and _ablated_parts(record) == set(ablated)
         and spec.params.get("variant", "paper") == "paper"
     )
 
@@ -176,17 +173,19 @@ def rows(
     """One row per provider, settings and GLEAN version (two versions are never averaged):
     ACC (mean over seeds), the paired differences to each control, and the realised feedback
     accuracy per kind with the encoder's on the same questions."""
-    groups: dict[tuple[float, str, str], list[ResultRecord]] = defaultdict(list)
+    groups: dict[tuple[str, str], list[ResultRecord]] = defaultdict(list)
     for record in points:
-        p = _accuracy(record)
-        # A model's rows sort after the simulated ones (it has no P).
-        key = (2.0 if p is None else p, _label(record), str(record.method.get("version", "?")))
-        groups[key].append(record)
+        groups[(_label(record), str(record.method.get("version", "?")))].append(record)
+
+    def order(item: tuple[tuple[str, str], list[ResultRecord]]) -> tuple[bool, float, str, str]:
+        p = _accuracy(item[1][0])  # a model's rows (no P) after the simulated ones
+        return (p is None, p or 0.0, *item[0])
+
     out = []
-    for (p, label, version), group in sorted(groups.items()):
+    for (label, version), group in sorted(groups.items(), key=order):
         accs = [r.metrics["acc"] for r in group]
         row: dict[str, Any] = {
-            "p": p if p <= 1 else None,
+            "p": _accuracy(group[0]),
             "label": label,
             "exact": _is_exact(group[0]),
             "settings": _settings(group[0]),
@@ -370,6 +369,16 @@ def report(args: argparse.Namespace) -> None:
         print(f"figure: {args.figure}")
 
 
+def _is_provider_point(text: str) -> bool:
+    """``oracle`` or a probability, as ``--accuracies`` takes them."""
+    if text == EXACT:
+        return True
+    try:
+        return 0.0 <= float(text) <= 1.0
+    except ValueError:
+        return False
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -400,13 +409,8 @@ def main() -> None:
     if args.command == "run":
         accuracies = [p.strip() for p in args.accuracies.split(",") if p.strip()]
         for p in accuracies:
-            if p != EXACT:
-                try:
-                    ok = 0.0 <= float(p) <= 1.0
-                except ValueError:
-                    ok = False
-                if not ok:
-                    parser.error(f"--accuracies: {p!r} is neither a probability nor 'oracle'")
+            if not _is_provider_point(p):
+                parser.error(f"--accuracies: {p!r} is neither a probability nor 'oracle'")
         # Read as gcdbench run reads --seeds: 0 / 0,1,2 / 0-4.
         seeds = expand_ints(parse_int_ranges((args.seeds,), "--seeds"))
         run(args.results_dir, seeds, accuracies, args.controls, args.dataset)

@@ -416,7 +416,7 @@ class GleanRounds:
             if self.fusion is not None
             else None
         )
-        asked = self.asker.choose(
+        return self.asker.choose(
             CATEGORY,
             index,
             anchors,
@@ -431,7 +431,6 @@ class GleanRounds:
             assignments=state.assignments,
             adjust=adjust,
         )
-        return asked
 
     def name_test_clusters(
         self, features: np.ndarray, assignments: np.ndarray
